@@ -1,0 +1,217 @@
+package persist
+
+import (
+	"slices"
+
+	"github.com/jackc/pgx/v5"
+
+	"merch/actors"
+)
+
+// entry is one queued record. Records are copied into the queue by value.
+type entry struct {
+	rec actors.Record
+}
+
+type pairKey struct{ a, b string }
+
+// batch aggregates queued records into set-based statements. Its slices and
+// maps are reused from batch to batch; owned by the writer goroutine.
+type batch struct {
+	id      int64
+	entries []entry
+
+	regNames  []string
+	regHashes [][]byte
+
+	purUsers, purItems []string
+	purPrices          []int64
+
+	trFrom, trTo []string
+	trAmounts    []int64
+
+	balance map[string]int64
+	inv     map[pairKey]int64
+	totals  map[pairKey]int64
+
+	keyUsers, keyKeys, keyKinds, keyItems, keyPeers []string
+	keyAmounts                                      []int64
+
+	// scratch for map → sorted arrays
+	names []string
+	a, b  []string
+	n     []int64
+
+	regConflicts map[string]bool
+}
+
+func newBatch() *batch {
+	return &batch{balance: map[string]int64{}, inv: map[pairKey]int64{},
+		totals: map[pairKey]int64{}, regConflicts: map[string]bool{}}
+}
+
+func (b *batch) reset() {
+	clear(b.entries)
+	b.entries = b.entries[:0]
+	b.regNames, b.regHashes = b.regNames[:0], b.regHashes[:0]
+	b.purUsers, b.purItems, b.purPrices = b.purUsers[:0], b.purItems[:0], b.purPrices[:0]
+	b.trFrom, b.trTo, b.trAmounts = b.trFrom[:0], b.trTo[:0], b.trAmounts[:0]
+	clear(b.balance)
+	clear(b.inv)
+	clear(b.totals)
+	clear(b.regConflicts)
+	b.keyUsers, b.keyKeys, b.keyKinds = b.keyUsers[:0], b.keyKeys[:0], b.keyKinds[:0]
+	b.keyItems, b.keyPeers, b.keyAmounts = b.keyItems[:0], b.keyPeers[:0], b.keyAmounts[:0]
+}
+
+// aggregate folds the entries into per-statement arrays: ledgers row by
+// row; balances, inventory and pair totals summed per key, so each is one
+// statement whatever the batch size.
+func (b *batch) aggregate() {
+	for i := range b.entries {
+		r := &b.entries[i].rec
+		switch r.Kind {
+		case actors.Registered:
+			b.regNames = append(b.regNames, r.User)
+			b.regHashes = append(b.regHashes, r.PasswordHash)
+		case actors.Purchased:
+			item := r.Item.Name()
+			b.purUsers = append(b.purUsers, r.User)
+			b.purItems = append(b.purItems, item)
+			b.purPrices = append(b.purPrices, int64(r.Amount))
+			b.balance[r.User] -= int64(r.Amount)
+			b.inv[pairKey{r.User, item}]++
+		case actors.Transferred:
+			b.trFrom = append(b.trFrom, r.User)
+			b.trTo = append(b.trTo, r.Peer)
+			b.trAmounts = append(b.trAmounts, int64(r.Amount))
+			b.balance[r.User] -= int64(r.Amount)
+			b.balance[r.Peer] += int64(r.Amount)
+			b.totals[pairKey{r.User, r.Peer}] += int64(r.Amount)
+		}
+		if r.Key != "" {
+			b.keyUsers = append(b.keyUsers, r.User)
+			b.keyKeys = append(b.keyKeys, r.Key)
+			b.keyKinds = append(b.keyKinds, r.Kind.String())
+			b.keyItems = append(b.keyItems, r.Item.Name())
+			b.keyPeers = append(b.keyPeers, r.Peer)
+			b.keyAmounts = append(b.keyAmounts, int64(r.Amount))
+		}
+	}
+}
+
+const (
+	markBatchSQL = `UPDATE journal_state SET last_batch = $1 WHERE id = 1 AND last_batch < $1`
+	registerSQL  = `INSERT INTO users (name, password_hash, balance)
+SELECT n, h, $3 FROM unnest($1::text[], $2::bytea[]) AS t(n, h)
+ON CONFLICT (name) DO NOTHING RETURNING name`
+	purchasesSQL = `INSERT INTO purchases (batch, user_name, item, price)
+SELECT $1, u, i, p FROM unnest($2::text[], $3::text[], $4::bigint[]) AS t(u, i, p)`
+	transfersSQL = `INSERT INTO transfers (batch, from_user, to_user, amount)
+SELECT $1, f, t, a FROM unnest($2::text[], $3::text[], $4::bigint[]) AS x(f, t, a)`
+	balanceSQL = `UPDATE users SET balance = users.balance + d.delta
+FROM unnest($1::text[], $2::bigint[]) AS d(name, delta) WHERE users.name = d.name`
+	inventorySQL = `INSERT INTO inventory (user_name, item, quantity)
+SELECT u, i, q FROM unnest($1::text[], $2::text[], $3::bigint[]) AS t(u, i, q)
+ON CONFLICT (user_name, item) DO UPDATE SET quantity = inventory.quantity + EXCLUDED.quantity`
+	totalsSQL = `INSERT INTO transfer_totals (from_user, to_user, amount)
+SELECT f, t, a FROM unnest($1::text[], $2::text[], $3::bigint[]) AS x(f, t, a)
+ON CONFLICT (from_user, to_user) DO UPDATE SET amount = transfer_totals.amount + EXCLUDED.amount`
+	keysSQL = `INSERT INTO idempotency_keys (user_name, key, kind, item, peer, amount)
+SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[])`
+)
+
+// statement kinds, in the order they are queued, so results can be checked.
+type stmt uint8
+
+const (
+	stmtMark stmt = iota
+	stmtRegister
+	stmtPurchases
+	stmtTransfers
+	stmtBalance
+	stmtInventory
+	stmtTotals
+	stmtKeys
+)
+
+// queue fills pb with the batch's statements and returns their kinds.
+// Registrations go first: a user's other records are never in the batch
+// that creates it (registration completes before the user gets a token).
+func (b *batch) queue(pb *pgx.Batch, kinds []stmt) []stmt {
+	pb.Queue(markBatchSQL, b.id)
+	kinds = append(kinds, stmtMark)
+	if len(b.regNames) > 0 {
+		pb.Queue(registerSQL, b.regNames, b.regHashes, int64(actors.StartingCoins))
+		kinds = append(kinds, stmtRegister)
+	}
+	if len(b.purUsers) > 0 {
+		pb.Queue(purchasesSQL, b.id, b.purUsers, b.purItems, b.purPrices)
+		kinds = append(kinds, stmtPurchases)
+	}
+	if len(b.trFrom) > 0 {
+		pb.Queue(transfersSQL, b.id, b.trFrom, b.trTo, b.trAmounts)
+		kinds = append(kinds, stmtTransfers)
+	}
+	if len(b.balance) > 0 {
+		b.names, b.n = sortedSums(b.balance, b.names[:0], b.n[:0])
+		pb.Queue(balanceSQL, b.names, b.n)
+		kinds = append(kinds, stmtBalance)
+	}
+	if len(b.inv) > 0 {
+		us, items, q := sortedPairs(b.inv)
+		pb.Queue(inventorySQL, us, items, q)
+		kinds = append(kinds, stmtInventory)
+	}
+	if len(b.totals) > 0 {
+		f, t, a := sortedPairs(b.totals)
+		pb.Queue(totalsSQL, f, t, a)
+		kinds = append(kinds, stmtTotals)
+	}
+	if len(b.keyKeys) > 0 {
+		pb.Queue(keysSQL, b.keyUsers, b.keyKeys, b.keyKinds, b.keyItems, b.keyPeers, b.keyAmounts)
+		kinds = append(kinds, stmtKeys)
+	}
+	return kinds
+}
+
+// sortedSums returns the map's keys sorted, with their values. Sorting
+// makes every batch touch rows in one order (deterministic, easy to read in
+// logs); the single writer already rules out deadlocks.
+func sortedSums(m map[string]int64, names []string, sums []int64) ([]string, []int64) {
+	for k := range m {
+		names = append(names, k)
+	}
+	slices.Sort(names)
+	for _, k := range names {
+		sums = append(sums, m[k])
+	}
+	return names, sums
+}
+
+func sortedPairs(m map[pairKey]int64) (a, b []string, n []int64) {
+	keys := make([]pairKey, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.SortFunc(keys, func(x, y pairKey) int {
+		if x.a != y.a {
+			if x.a < y.a {
+				return -1
+			}
+			return 1
+		}
+		if x.b < y.b {
+			return -1
+		}
+		if x.b > y.b {
+			return 1
+		}
+		return 0
+	})
+	a, b, n = make([]string, len(keys)), make([]string, len(keys)), make([]int64, len(keys))
+	for i, k := range keys {
+		a[i], b[i], n[i] = k.a, k.b, m[k]
+	}
+	return a, b, n
+}

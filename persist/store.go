@@ -1,0 +1,104 @@
+package persist
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"merch/actors"
+)
+
+// KeyRetention is how long idempotency keys are kept (and honoured).
+const KeyRetention = 24 * time.Hour
+
+// Store loads users for the actors. Safe for concurrent use.
+type Store struct {
+	pool *pgxpool.Pool
+}
+
+var _ actors.Store = (*Store)(nil)
+
+// NewStore returns a Store reading through pool.
+func NewStore(pool *pgxpool.Pool) *Store { return &Store{pool: pool} }
+
+// loadUserSQL reads a whole user in one statement, so one snapshot: balance,
+// inventory and history always agree (the money invariant is checked on
+// them).
+const loadUserSQL = `
+WITH k AS (
+  SELECT key, kind, item, peer, amount, created_at FROM idempotency_keys
+  WHERE user_name = $1 AND created_at > now() - $2::interval
+  ORDER BY created_at DESC, key LIMIT $3)
+SELECT u.password_hash, u.balance,
+  ARRAY(SELECT item FROM inventory WHERE user_name = u.name ORDER BY item),
+  ARRAY(SELECT quantity FROM inventory WHERE user_name = u.name ORDER BY item),
+  ARRAY(SELECT from_user FROM transfer_totals WHERE to_user = u.name ORDER BY from_user),
+  ARRAY(SELECT amount FROM transfer_totals WHERE to_user = u.name ORDER BY from_user),
+  ARRAY(SELECT to_user FROM transfer_totals WHERE from_user = u.name ORDER BY to_user),
+  ARRAY(SELECT amount FROM transfer_totals WHERE from_user = u.name ORDER BY to_user),
+  ARRAY(SELECT key FROM k ORDER BY created_at, key),
+  ARRAY(SELECT kind FROM k ORDER BY created_at, key),
+  ARRAY(SELECT item FROM k ORDER BY created_at, key),
+  ARRAY(SELECT peer FROM k ORDER BY created_at, key),
+  ARRAY(SELECT amount FROM k ORDER BY created_at, key)
+FROM users u WHERE u.name = $1`
+
+// keysLoadMax bounds the idempotency keys loaded per user; the actor keeps
+// at most this many (actors.KeysPerUserMax).
+const keysLoadMax = actors.KeysPerUserMax
+
+// LoadUser implements actors.Store.
+func (s *Store) LoadUser(ctx context.Context, name string) (actors.UserState, error) {
+	var (
+		st                          actors.UserState
+		items, from, to             []string
+		qty, recv, sent             []int64
+		keys, kinds, kItems, kPeers []string
+		kAmounts                    []int64
+	)
+	err := s.pool.QueryRow(ctx, loadUserSQL, name, KeyRetention.String(), keysLoadMax).Scan(
+		&st.PasswordHash, &st.Coins, &items, &qty, &from, &recv, &to, &sent,
+		&keys, &kinds, &kItems, &kPeers, &kAmounts)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return st, actors.ErrUnknownUser
+	}
+	if err != nil {
+		return st, fmt.Errorf("persist: load user: %w", err)
+	}
+	for i, name := range items {
+		id, ok := actors.LookupItem([]byte(name))
+		if !ok {
+			return st, fmt.Errorf("persist: load user: unknown item %q in inventory", name)
+		}
+		st.Inventory[id] = qty[i]
+	}
+	for i := range from {
+		st.Received = append(st.Received, actors.Counterparty{User: from[i], Amount: actors.Coins(recv[i])})
+	}
+	for i := range to {
+		st.Sent = append(st.Sent, actors.Counterparty{User: to[i], Amount: actors.Coins(sent[i])})
+	}
+	for i, key := range keys {
+		o := actors.KeyOutcome{Key: key, Peer: kPeers[i], Amount: actors.Coins(kAmounts[i])}
+		switch kinds[i] {
+		case actors.Purchased.String():
+			o.Kind = actors.Purchased
+			o.Item, _ = actors.LookupItem([]byte(kItems[i]))
+		case actors.Transferred.String():
+			o.Kind = actors.Transferred
+		default:
+			return st, fmt.Errorf("persist: load user: bad idempotency kind %q", kinds[i])
+		}
+		st.Keys = append(st.Keys, o)
+	}
+	// Pair of the wallet's own check: refuse to serve a user whose stored
+	// state breaks the money invariant.
+	if _, err := actors.LoadWallet(&st); err != nil {
+		return st, fmt.Errorf("persist: user %q: %w", name, err)
+	}
+	return st, nil
+}
