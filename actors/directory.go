@@ -1,0 +1,149 @@
+package actors
+
+import (
+	"hash/maphash"
+	"sync"
+	"sync/atomic"
+
+	"github.com/anthdm/hollywood/actor"
+)
+
+// dirShards spreads the directory over independently locked maps so lookups
+// on different users do not contend. hollywood's registry is one map behind
+// one lock and cannot be listed, so we keep our own.
+const dirShards = 64
+
+// handle is the directory's entry for one resident (or loading) user: the
+// actor's PID plus infrastructure shared outside the actor. Concurrency:
+// name, sys are immutable; pid, hash and err are written before ready is
+// closed and only read after; the rest are atomics.
+type handle struct {
+	name  string
+	sys   *System
+	ready chan struct{}
+	pid   *actor.PID
+	hash  []byte
+	err   error
+
+	// inflight counts pins: requests sent or about to be sent to this actor
+	// that are not finished. -1 means passivated: the handle is dead and
+	// must be replaced. Passivation is CompareAndSwap(0, -1), so an actor
+	// is only stopped when nothing is queued for it or owed to it.
+	inflight atomic.Int32
+	queued   atomic.Int32 // messages in the mailbox, for metrics
+	lastUsed atomic.Int64 // monotime of the last pin
+	broken   atomic.Bool  // set by the actor after a panic
+	digest   atomic.Pointer[[32]byte]
+}
+
+func newHandle(s *System, name string) *handle {
+	return &handle{name: name, sys: s, ready: make(chan struct{})}
+}
+
+func (h *handle) isReady() bool {
+	select {
+	case <-h.ready:
+		return true
+	default:
+		return false
+	}
+}
+
+func (h *handle) dead() bool { return h.inflight.Load() < 0 }
+
+// errPassivated is internal: the handle died between lookup and pin.
+var errPassivated = ErrUnavailable
+
+// pin reserves a place in the actor's queue. limit > 0 bounds the pins
+// (per-user in-flight limit); 0 means unbounded (used for credits, which
+// are bounded by their senders' limits).
+func (h *handle) pin(limit int32) (dead bool, err error) {
+	for {
+		n := h.inflight.Load()
+		if n < 0 {
+			return true, errPassivated
+		}
+		if limit > 0 && n >= limit {
+			return false, ErrOverloaded
+		}
+		if h.inflight.CompareAndSwap(n, n+1) {
+			h.lastUsed.Store(monotime())
+			return false, nil
+		}
+	}
+}
+
+func (h *handle) unpin() {
+	if h.inflight.Add(-1) < 0 {
+		panic("actors: invariant: unpinned more than pinned")
+	}
+}
+
+// send enqueues r in the actor's mailbox. The caller holds a pin.
+func (h *handle) send(r *Request) {
+	r.enqueued = monotime()
+	h.queued.Add(1)
+	h.sys.depth.Add(1)
+	h.sys.engine.Send(h.pid, r)
+}
+
+type shard struct {
+	mu sync.RWMutex
+	m  map[string]*handle
+}
+
+type directory struct {
+	seed   maphash.Seed
+	shards [dirShards]shard
+}
+
+func (d *directory) init() {
+	d.seed = maphash.MakeSeed()
+	for i := range d.shards {
+		d.shards[i].m = make(map[string]*handle)
+	}
+}
+
+func (d *directory) shard(name string) *shard {
+	return &d.shards[maphash.String(d.seed, name)%dirShards]
+}
+
+func (d *directory) shardBytes(name []byte) *shard {
+	return &d.shards[maphash.Bytes(d.seed, name)%dirShards]
+}
+
+func (sh *shard) getBytes(name []byte) *handle {
+	sh.mu.RLock()
+	h := sh.m[string(name)] // no allocation: the compiler looks up in place
+	sh.mu.RUnlock()
+	return h
+}
+
+func (sh *shard) get(name string) *handle {
+	sh.mu.RLock()
+	h := sh.m[name]
+	sh.mu.RUnlock()
+	return h
+}
+
+// remove deletes h if it is still the entry for its name.
+func (sh *shard) remove(h *handle) {
+	sh.mu.Lock()
+	if sh.m[h.name] == h {
+		delete(sh.m, h.name)
+	}
+	sh.mu.Unlock()
+}
+
+// forEach calls fn for every handle; fn runs under the shard's read lock
+// and must not block.
+func (d *directory) forEach(fn func(h *handle)) {
+	for i := range d.shards {
+		sh := &d.shards[i]
+		sh.mu.RLock()
+		for _, h := range sh.m {
+			fn(h)
+		}
+		sh.mu.RUnlock()
+	}
+}

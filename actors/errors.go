@@ -1,0 +1,28 @@
+package actors
+
+import "errors"
+
+// Domain and operating errors. They are allocated once, so error paths
+// allocate nothing; compare with errors.Is. Package api maps each one to a
+// status code and body.
+var (
+	ErrInsufficientCoins = errors.New("insufficient coins")
+	ErrUnknownItem       = errors.New("unknown item")
+	ErrUnknownUser       = errors.New("unknown user")
+	ErrUnknownRecipient  = errors.New("recipient does not exist")
+	ErrSelfTransfer      = errors.New("cannot send coins to yourself")
+	ErrBadAmount         = errors.New("amount must be a positive integer")
+	ErrUserExists        = errors.New("user already exists")
+	// ErrOverloaded: a bounded queue is full; nothing was changed.
+	ErrOverloaded = errors.New("service overloaded")
+	// ErrNotDurable: the change was not confirmed in time. Its outcome is
+	// unknown: the journal never drops a record, so it may still commit.
+	ErrNotDurable = errors.New("change not confirmed durable in time")
+	// ErrUnavailable: the state could not be loaded or the actor is being
+	// rebuilt after a failure; nothing was changed.
+	ErrUnavailable = errors.New("temporarily unavailable")
+	// ErrClosed: the service is shutting down; nothing was changed.
+	ErrClosed = errors.New("shutting down")
+	// ErrKeyReused: an idempotency key was reused for a different request.
+	ErrKeyReused = errors.New("idempotency key reused for a different request")
+)

@@ -1,0 +1,63 @@
+package actors
+
+import "context"
+
+// RecordKind says which fact a journal record states.
+type RecordKind uint8
+
+// Journal records are facts in the past tense.
+const (
+	Registered  RecordKind = iota + 1 // User was created with StartingCoins and PasswordHash.
+	Purchased                         // User bought Item for Amount.
+	Transferred                       // User sent Amount to Peer.
+)
+
+// String returns the kind's name, for logs and metric labels.
+func (k RecordKind) String() string {
+	switch k {
+	case Registered:
+		return "registered"
+	case Purchased:
+		return "purchased"
+	case Transferred:
+		return "transferred"
+	}
+	return "unknown"
+}
+
+// Record is one change to make durable. Journal implementations copy it.
+type Record struct {
+	Kind         RecordKind
+	User         string // registrant, buyer or sender
+	Peer         string // transfer recipient
+	Item         ItemID
+	Amount       Coins  // price paid or coins sent
+	PasswordHash []byte // Registered only; never mutated after Append
+	Key          string // idempotency key, stored with the change; "" for none
+	Done         Completion
+}
+
+// Completion is told the outcome of one appended record.
+type Completion interface {
+	// JournalDone is called exactly once per appended record, from the
+	// journal's writer goroutine, in append order. nil means committed;
+	// ErrUserExists means a Registered record lost to an existing user;
+	// ErrClosed means the journal shut down without writing it. It must not
+	// block.
+	JournalDone(err error)
+}
+
+// Journal makes records durable. Implementations batch records from many
+// actors into one database transaction (group commit).
+type Journal interface {
+	// Append queues a copy of rec and returns at once. It returns
+	// ErrOverloaded when its bounded queue is full and ErrClosed after
+	// shutdown began; in both cases rec.Done is never called.
+	Append(rec *Record) error
+}
+
+// Store loads durable user state.
+type Store interface {
+	// LoadUser returns a user's durable state, or ErrUnknownUser.
+	LoadUser(ctx context.Context, name string) (UserState, error)
+}

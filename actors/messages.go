@@ -1,0 +1,133 @@
+package actors
+
+import (
+	"sync"
+	"time"
+)
+
+// op is what a client asked a user's actor to do.
+type op uint8
+
+const (
+	opInfo op = iota + 1
+	opBuy
+	opSend
+)
+
+// phase is where a request is in its protocol (see transfer.go).
+type phase uint8
+
+const (
+	phaseNew       phase = iota // at the owner, not yet validated
+	phaseCommitted              // back at the owner with the journal's outcome
+	phaseCredit                 // at the transfer recipient, record committed
+)
+
+// Pins a request holds on user handles (see directory.go). Each pin keeps
+// the actor resident until released.
+const (
+	heldOwner uint8 = 1 << iota
+	heldPeer
+)
+
+// Request is one client command travelling through the actors. It is pooled;
+// it carries its own reply channel (capacity 1) so no hollywood Request is
+// needed. Ownership: the facade fills it and sends it; from then on only the
+// actor currently holding it touches it, until the reply is sent. A request
+// whose caller timed out is abandoned, never returned to the pool, because an
+// actor may still write to it.
+type Request struct {
+	op       op
+	phase    phase
+	held     uint8
+	item     ItemID
+	amount   Coins
+	owner    *handle // the buyer or sender
+	peer     *handle // the transfer recipient
+	key      string  // idempotency key
+	enqueued int64   // monotime at the last send, for the mailbox wait metric
+	err      error   // journal outcome, set by JournalDone
+	reply    chan reply
+}
+
+type reply struct {
+	err  error
+	info []byte // immutable; shared with the actor's cache
+}
+
+var requestPool = sync.Pool{New: func() any { return &Request{reply: make(chan reply, 1)} }}
+
+func getRequest() *Request { return requestPool.Get().(*Request) }
+
+// putRequest returns a request whose reply has been received.
+func putRequest(r *Request) {
+	ch := r.reply
+	*r = Request{reply: ch}
+	requestPool.Put(r)
+}
+
+// kind classifies the request for metrics.
+func (r *Request) kind() MessageKind {
+	switch {
+	case r.phase == phaseCommitted:
+		return KindCommitted
+	case r.phase == phaseCredit:
+		return KindCredit
+	case r.op == opBuy:
+		return KindBuy
+	case r.op == opSend:
+		return KindSend
+	}
+	return KindInfo
+}
+
+// JournalDone implements Completion: the outcome goes back, as a message, to
+// the actor that appended the record. Its pin keeps that actor resident.
+func (r *Request) JournalDone(err error) {
+	r.err = err
+	r.phase = phaseCommitted
+	r.owner.send(r)
+}
+
+func (r *Request) releaseOwner() {
+	if r.held&heldOwner != 0 {
+		r.held &^= heldOwner
+		r.owner.unpin()
+	}
+}
+
+func (r *Request) releasePeer() {
+	if r.held&heldPeer != 0 {
+		r.held &^= heldPeer
+		r.peer.unpin()
+	}
+}
+
+// respond releases every pin r still holds and answers its caller. r must not
+// be touched afterwards: the caller may already be reusing it.
+func (r *Request) respond(err error, info []byte) {
+	r.releasePeer()
+	r.releaseOwner()
+	select {
+	case r.reply <- reply{err: err, info: info}:
+	default:
+		panic("actors: request answered twice")
+	}
+}
+
+var timerPool sync.Pool
+
+func getTimer(d time.Duration) *time.Timer {
+	if t, ok := timerPool.Get().(*time.Timer); ok {
+		t.Reset(d)
+		return t
+	}
+	return time.NewTimer(d)
+}
+
+// putTimer stops t; since Go 1.23 a stopped timer's channel holds no stale
+// value, so it can be reused safely.
+func putTimer(t *time.Timer) {
+	t.Stop()
+	timerPool.Put(t)
+}

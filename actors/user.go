@@ -1,0 +1,185 @@
+package actors
+
+import (
+	"errors"
+	"log/slog"
+	"runtime/debug"
+
+	"github.com/anthdm/hollywood/actor"
+)
+
+// ErrInternal: an unexpected failure inside an actor; the actor is rebuilt
+// from the store.
+var ErrInternal = errors.New("internal error")
+
+// user is the hollywood receiver for one user: it owns the wallet, the cached
+// /api/info body and the idempotency keys, and processes messages serially.
+// Receive never blocks: no database, no waiting on other actors.
+type user struct {
+	h      *handle
+	sys    *System
+	wallet Wallet
+	keys   keyTable
+	info   []byte   // cached body; nil when stale; never mutated once built
+	cur    *Request // the request being handled, until handed on or answered
+	broken bool     // a panic left the state suspect; see recoverPanic
+}
+
+// Receive implements actor.Receiver.
+func (u *user) Receive(c *actor.Context) {
+	r, ok := c.Message().(*Request)
+	if !ok {
+		return // lifecycle messages: state was loaded before Spawn
+	}
+	start := monotime()
+	u.h.queued.Add(-1)
+	u.sys.depth.Add(-1)
+	u.sys.metrics.MailboxWait(durationNS(start - r.enqueued))
+	kind := r.kind() // r may be reused by its caller once answered
+	u.handle(r)
+	u.sys.metrics.Processed(kind, durationNS(monotime()-start))
+}
+
+func (u *user) handle(r *Request) {
+	u.cur = r
+	defer u.recoverPanic()
+	switch r.phase {
+	case phaseNew:
+		switch r.op {
+		case opInfo:
+			u.answerInfo(r)
+		case opBuy:
+			u.buy(r)
+		case opSend:
+			u.send(r)
+		}
+	case phaseCommitted:
+		u.committed(r)
+	case phaseCredit:
+		u.credit(r)
+	}
+	u.cur = nil
+}
+
+// respond answers r and forgets it.
+func (u *user) respond(r *Request, err error) {
+	u.cur = nil
+	r.respond(err, nil)
+}
+
+func (u *user) answerInfo(r *Request) {
+	if u.broken {
+		u.respond(r, ErrUnavailable)
+		return
+	}
+	if u.info == nil {
+		u.info = appendInfo(make([]byte, 0, 256), &u.wallet)
+	}
+	u.cur = nil
+	r.respond(nil, u.info)
+}
+
+func (u *user) buy(r *Request) {
+	if u.broken {
+		u.respond(r, ErrUnavailable)
+		return
+	}
+	if !r.item.Valid() {
+		u.respond(r, ErrUnknownItem)
+		return
+	}
+	if u.replay(r) {
+		return
+	}
+	price := r.item.Price()
+	if err := u.wallet.Reserve(price); err != nil {
+		u.refuse(r, err)
+		return
+	}
+	rec := Record{Kind: Purchased, User: u.h.name, Item: r.item, Amount: price, Key: r.key, Done: r}
+	if err := u.sys.journal.Append(&rec); err != nil {
+		u.wallet.Release(price)
+		u.respond(r, err)
+		return
+	}
+	u.pending(r)
+}
+
+// replay answers r from its idempotency key if the key was seen before.
+func (u *user) replay(r *Request) bool {
+	if r.key == "" {
+		return false
+	}
+	seen, err := u.keys.lookup(r)
+	if seen {
+		u.respond(r, err)
+	}
+	return seen
+}
+
+// refuse answers a business refusal, remembering it under r's key.
+func (u *user) refuse(r *Request, err error) {
+	if r.key != "" {
+		u.keys.add(outcomeOf(r), false, err)
+	}
+	u.respond(r, err)
+}
+
+// pending notes that r's record is in the journal; its outcome arrives as
+// phaseCommitted.
+func (u *user) pending(r *Request) {
+	if r.key != "" {
+		u.keys.add(outcomeOf(r), true, nil)
+	}
+	u.cur = nil
+}
+
+// committed handles the journal's outcome for this actor's own record.
+func (u *user) committed(r *Request) {
+	applied := r.err == nil
+	if r.key != "" {
+		u.keys.settle(r.key, applied)
+	}
+	amount := r.amount
+	if r.op == opBuy {
+		amount = r.item.Price()
+	}
+	if !applied {
+		if !u.broken {
+			u.wallet.Release(amount)
+		}
+		u.respond(r, r.err)
+		return
+	}
+	if r.op == opSend {
+		u.debited(r)
+		return
+	}
+	if !u.broken {
+		u.wallet.ApplyPurchase(r.item)
+		u.info = nil
+	}
+	u.respond(r, nil)
+}
+
+// recoverPanic turns a panic in Receive into an answer and a rebuild: the
+// wallet may be half-updated, so the actor refuses new work, finishes what
+// the journal still owes it (those outcomes are durable facts), and is
+// passivated by the janitor once nothing is pinned; the next request loads
+// the user afresh from the store. hollywood's own restart is not used: it
+// would rebuild the receiver from its producer and drop the message.
+func (u *user) recoverPanic() {
+	v := recover()
+	if v == nil {
+		return
+	}
+	u.broken = true
+	u.h.broken.Store(true)
+	u.info = nil
+	slog.Error("actor panic; rebuilding user from store", "user", u.h.name, "panic", v,
+		"stack", string(debug.Stack()))
+	if r := u.cur; r != nil {
+		u.cur = nil
+		r.respond(ErrInternal, nil)
+	}
+}
