@@ -1,0 +1,189 @@
+package api
+
+import (
+	"bytes"
+	"errors"
+
+	"github.com/valyala/fasthttp"
+
+	"merch/actors"
+)
+
+var bearer = []byte("Bearer ")
+
+// user authenticates the request's bearer token.
+func (s *Server) user(ctx *fasthttp.RequestCtx) (string, error) {
+	h := ctx.Request.Header.Peek(fasthttp.HeaderAuthorization)
+	if len(h) <= len(bearer) || !bytes.EqualFold(h[:len(bearer)], bearer) {
+		return "", errNoToken
+	}
+	return s.tokens.Verify(bytes.TrimSpace(h[len(bearer):]))
+}
+
+func writeOK(ctx *fasthttp.RequestCtx) {
+	ctx.Response.Header.SetContentTypeBytes(contentTypeJSON)
+}
+
+// info answers GET /api/info from the actor's cached body.
+func (s *Server) info(ctx *fasthttp.RequestCtx) {
+	name, err := s.user(ctx)
+	if err != nil {
+		writeError(ctx, err)
+		return
+	}
+	body, err := s.sys.Info(name)
+	if err != nil {
+		writeError(ctx, err)
+		return
+	}
+	writeOK(ctx)
+	ctx.Response.SetBodyRaw(body) // immutable, shared with the actor's cache
+}
+
+// buyHandler answers GET /api/buy/{item} for one item (0: unknown item).
+func (s *Server) buyHandler(item actors.ItemID) fasthttp.RequestHandler {
+	return func(ctx *fasthttp.RequestCtx) {
+		name, err := s.user(ctx)
+		if err != nil {
+			writeError(ctx, err)
+			return
+		}
+		if item == 0 {
+			writeError(ctx, actors.ErrUnknownItem)
+			return
+		}
+		key, err := idempotencyKey(ctx)
+		if err != nil {
+			writeError(ctx, err)
+			return
+		}
+		if err := s.sys.Buy(name, item, key); err != nil {
+			writeError(ctx, err)
+			return
+		}
+		writeOK(ctx)
+	}
+}
+
+// sendCoin answers POST /api/sendCoin.
+func (s *Server) sendCoin(ctx *fasthttp.RequestCtx) {
+	name, err := s.user(ctx)
+	if err != nil {
+		writeError(ctx, err)
+		return
+	}
+	key, err := idempotencyKey(ctx)
+	if err != nil {
+		writeError(ctx, err)
+		return
+	}
+	p := parsers.Get()
+	to, amount, err := decodeSend(p, ctx.PostBody())
+	if err == nil {
+		err = s.sys.SendBytes(name, to, amount, key)
+	}
+	parsers.Put(p)
+	if err != nil {
+		writeError(ctx, err)
+		return
+	}
+	writeOK(ctx)
+}
+
+// idempotencyKey returns the optional Idempotency-Key header, copied.
+func idempotencyKey(ctx *fasthttp.RequestCtx) (string, error) {
+	k := ctx.Request.Header.Peek("Idempotency-Key")
+	if k == nil {
+		return "", nil
+	}
+	if len(k) == 0 || len(k) > actors.IdempotencyKeyLenMax {
+		return "", errBadKey
+	}
+	for _, c := range k {
+		if c < 0x21 || c > 0x7e {
+			return "", errBadKey
+		}
+	}
+	return string(k), nil
+}
+
+// auth answers POST /api/auth: log in, or register a new name.
+func (s *Server) auth(ctx *fasthttp.RequestCtx) {
+	p := parsers.Get()
+	defer parsers.Put(p)
+	name, password, err := decodeAuth(p, ctx.PostBody())
+	if err != nil {
+		writeError(ctx, err)
+		return
+	}
+	user := string(name)
+	if err := s.authenticate(user, password); err != nil {
+		writeError(ctx, err)
+		return
+	}
+	token, err := s.tokens.Issue(user)
+	if err != nil {
+		writeError(ctx, err)
+		return
+	}
+	writeOK(ctx)
+	body := ctx.Response.BodyWriter()
+	_, _ = body.Write(tokenOpen)
+	_, _ = body.Write([]byte(token)) // JWTs are base64url and dots: no escaping
+	_, _ = body.Write(tokenClose)
+}
+
+var tokenOpen, tokenClose = []byte(`{"token":"`), []byte(`"}`)
+
+// authenticate checks the password of an existing user or creates a new
+// one. Repeated logins compare a keyed digest instead of running bcrypt.
+func (s *Server) authenticate(user string, password []byte) error {
+	for range 3 {
+		acct, err := s.sys.Lookup(user)
+		switch {
+		case err == nil:
+			return s.login(acct, user, password)
+		case !errors.Is(err, actors.ErrUnknownUser):
+			return err
+		}
+		hash, err := s.hasher.Hash(password)
+		if err != nil {
+			return err
+		}
+		err = s.sys.Register(user, hash)
+		if err == nil { // created and durable; the next login skips bcrypt
+			if acct, err := s.sys.Lookup(user); err == nil {
+				acct.SetDigest(s.hasher.Digest([]byte(user), password))
+			}
+			return nil
+		}
+		if !errors.Is(err, actors.ErrUserExists) {
+			return err
+		}
+		// Someone else created the name meanwhile: verify against theirs.
+	}
+	return actors.ErrUnavailable
+}
+
+func (s *Server) login(acct actors.Account, user string, password []byte) error {
+	if err := s.limiter.Check(user); err != nil {
+		return err
+	}
+	digest := s.hasher.Digest([]byte(user), password)
+	if known := acct.Digest(); known != nil {
+		if SameDigest(known, digest) {
+			return nil
+		}
+		// The password cannot change, so a different digest is wrong.
+		return s.limiter.Fail(user)
+	}
+	ok, err := s.hasher.Compare(acct.PasswordHash(), password)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return s.limiter.Fail(user)
+	}
+	acct.SetDigest(digest)
+	return nil
+}

@@ -1,0 +1,123 @@
+package main
+
+import (
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"merch/actors"
+	"merch/persist"
+)
+
+// Metric names are fixed: dashboards and alerts use them. No per-user
+// labels anywhere. Label children are resolved once here.
+
+var fastBuckets = []float64{.000005, .00001, .000025, .00005, .0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2}
+
+// actorMetrics implements actors.Metrics.
+type actorMetrics struct {
+	wait        prometheus.Histogram
+	messages    [len(actors.MessageKinds)]prometheus.Counter
+	process     [len(actors.MessageKinds)]prometheus.Observer
+	activations prometheus.Counter
+	passivation prometheus.Counter
+}
+
+var _ actors.Metrics = (*actorMetrics)(nil)
+
+func newActorMetrics(reg prometheus.Registerer) *actorMetrics {
+	m := &actorMetrics{
+		wait: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "merch_actor_mailbox_wait_seconds",
+			Help: "Time from enqueue to the start of processing, user actors.", Buckets: fastBuckets}),
+		activations: prometheus.NewCounter(prometheus.CounterOpts{Name: "merch_actor_activations_total",
+			Help: "User actors spawned (loaded from PostgreSQL or registered)."}),
+		passivation: prometheus.NewCounter(prometheus.CounterOpts{Name: "merch_actor_passivations_total",
+			Help: "User actors stopped after being idle (or rebuilt after a failure)."}),
+	}
+	msgs := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "merch_actor_messages_total",
+		Help: "Messages processed by user actors, by type."}, []string{"type"})
+	proc := prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "merch_actor_process_seconds",
+		Help: "Time spent processing one message, by type.", Buckets: fastBuckets}, []string{"type"})
+	for i, k := range actors.MessageKinds {
+		m.messages[i] = msgs.WithLabelValues(k.String())
+		m.process[i] = proc.WithLabelValues(k.String())
+	}
+	reg.MustRegister(m.wait, m.activations, m.passivation, msgs, proc)
+	return m
+}
+
+func (m *actorMetrics) MailboxWait(d time.Duration) { m.wait.Observe(d.Seconds()) }
+func (m *actorMetrics) Processed(k actors.MessageKind, d time.Duration) {
+	m.messages[k].Inc()
+	m.process[k].Observe(d.Seconds())
+}
+func (m *actorMetrics) Activated()  { m.activations.Inc() }
+func (m *actorMetrics) Passivated() { m.passivation.Inc() }
+
+// journalMetrics implements persist.JournalMetrics.
+type journalMetrics struct {
+	batch    prometheus.Histogram
+	flush    prometheus.Histogram
+	records  [4]prometheus.Counter // by actors.RecordKind
+	failures prometheus.Counter
+}
+
+var _ persist.JournalMetrics = (*journalMetrics)(nil)
+
+func newJournalMetrics(reg prometheus.Registerer) *journalMetrics {
+	m := &journalMetrics{
+		batch: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "merch_journal_batch_records",
+			Help: "Records per committed journal batch.", Buckets: prometheus.ExponentialBuckets(1, 2, 14)}),
+		flush: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "merch_journal_flush_seconds",
+			Help: "Time to write and commit one journal batch.", Buckets: fastBuckets}),
+		failures: prometheus.NewCounter(prometheus.CounterOpts{Name: "merch_journal_failures_total",
+			Help: "Failed journal batch attempts (each is retried)."}),
+	}
+	recs := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "merch_journal_records_total",
+		Help: "Records committed by the journal, by kind."}, []string{"kind"})
+	for _, k := range []actors.RecordKind{actors.Registered, actors.Purchased, actors.Transferred} {
+		m.records[k] = recs.WithLabelValues(k.String())
+	}
+	reg.MustRegister(m.batch, m.flush, m.failures, recs)
+	return m
+}
+
+func (m *journalMetrics) Committed(n int, byKind *[4]int, d time.Duration) {
+	m.batch.Observe(float64(n))
+	m.flush.Observe(d.Seconds())
+	for k, c := range byKind {
+		if c > 0 && m.records[k] != nil {
+			m.records[k].Add(float64(c))
+		}
+	}
+}
+func (m *journalMetrics) Failed() { m.failures.Inc() }
+
+// registerGauges exports values read at scrape time.
+func registerGauges(reg prometheus.Registerer, sys func() actors.Stats, journalDepth, hashDepth func() float64) {
+	gauge := func(name, help string, f func() float64) {
+		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f))
+	}
+	gauge("merch_actor_mailbox_depth", "Messages queued in user actors' mailboxes, total.",
+		func() float64 { return float64(sys().MailboxDepth) })
+	gauge("merch_actor_mailbox_depth_max", "Deepest single user actor mailbox now.",
+		func() float64 { return float64(sys().MailboxDepthMax) })
+	gauge("merch_actors_active", "Resident user actors.",
+		func() float64 { return float64(sys().Active) })
+	gauge("merch_journal_queue_depth", "Records waiting for the journal writer.", journalDepth)
+	gauge("merch_auth_hash_queue_depth", "bcrypt jobs waiting or running.", hashDepth)
+}
+
+func newHashHistogram(reg prometheus.Registerer) prometheus.Histogram {
+	h := prometheus.NewHistogram(prometheus.HistogramOpts{Name: "merch_auth_hash_seconds",
+		Help: "Time of one bcrypt hash or comparison.", Buckets: prometheus.ExponentialBuckets(.001, 2, 14)})
+	reg.MustRegister(h)
+	return h
+}
+
+func newRegistry() *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return reg
+}
