@@ -1,0 +1,338 @@
+package persist
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"merch/actors"
+)
+
+func TestJournalWritesAndStoreLoads(t *testing.T) {
+	_, pool := mustDB(t)
+	j := mustJournal(t, journalConfig(pool, func(err error) { t.Errorf("fatal: %v", err) }))
+	store := NewStore(pool)
+	ctx := context.Background()
+
+	for _, n := range []string{"alice", "bob", "carol"} {
+		if err := mustAppend(t, j, register(n)); err != nil {
+			t.Fatalf("register %s: %v", n, err)
+		}
+	}
+	cup, pen := item(t, "cup"), item(t, "pen")
+	recs := []actors.Record{
+		{Kind: actors.Purchased, User: "alice", Item: cup, Amount: cup.Price(), Key: "k1"},
+		{Kind: actors.Purchased, User: "alice", Item: cup, Amount: cup.Price()},
+		{Kind: actors.Purchased, User: "bob", Item: pen, Amount: pen.Price()},
+		{Kind: actors.Transferred, User: "alice", Peer: "bob", Amount: 30, Key: "k2"},
+		{Kind: actors.Transferred, User: "alice", Peer: "bob", Amount: 5},
+		{Kind: actors.Transferred, User: "bob", Peer: "alice", Amount: 7},
+		{Kind: actors.Transferred, User: "carol", Peer: "alice", Amount: 100},
+	}
+	// Append all at once so they share batches, then wait for each.
+	var ds []done
+	for i := range recs {
+		d := make(done, 1)
+		recs[i].Done = d
+		if err := j.Append(&recs[i]); err != nil {
+			t.Fatal(err)
+		}
+		ds = append(ds, d)
+	}
+	for i, d := range ds {
+		if err := mustWait(t, d); err != nil {
+			t.Fatalf("record %d: %v", i, err)
+		}
+	}
+
+	alice, err := store.LoadUser(ctx, "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := actors.Coins(1000 - 40 - 35 + 7 + 100); alice.Coins != want {
+		t.Errorf("alice coins = %d, want %d", alice.Coins, want)
+	}
+	if alice.Inventory[cup] != 2 {
+		t.Errorf("alice cups = %d, want 2", alice.Inventory[cup])
+	}
+	wantRecv := []actors.Counterparty{{User: "bob", Amount: 7}, {User: "carol", Amount: 100}}
+	if !equalTotals(alice.Received, wantRecv) {
+		t.Errorf("alice received = %v, want %v", alice.Received, wantRecv)
+	}
+	if want := []actors.Counterparty{{User: "bob", Amount: 35}}; !equalTotals(alice.Sent, want) {
+		t.Errorf("alice sent = %v, want %v", alice.Sent, want)
+	}
+	if string(alice.PasswordHash) != "hash-alice" {
+		t.Errorf("hash = %q", alice.PasswordHash)
+	}
+	wantKeys := map[string]actors.KeyOutcome{
+		"k1": {Key: "k1", Kind: actors.Purchased, Item: cup, Amount: cup.Price()},
+		"k2": {Key: "k2", Kind: actors.Transferred, Peer: "bob", Amount: 30},
+	}
+	if len(alice.Keys) != len(wantKeys) {
+		t.Fatalf("keys = %v", alice.Keys)
+	}
+	for _, k := range alice.Keys {
+		if wantKeys[k.Key] != k {
+			t.Errorf("key %q = %+v, want %+v", k.Key, k, wantKeys[k.Key])
+		}
+	}
+	bob, err := store.LoadUser(ctx, "bob")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := actors.Coins(1000 - 10 + 35 - 7); bob.Coins != want {
+		t.Errorf("bob coins = %d, want %d", bob.Coins, want)
+	}
+	if _, err := store.LoadUser(ctx, "nobody"); !errors.Is(err, actors.ErrUnknownUser) {
+		t.Errorf("unknown user: err = %v", err)
+	}
+	assertConserved(t, pool)
+}
+
+func equalTotals(a, b []actors.Counterparty) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// assertConserved runs the money audit and fails on any violation.
+func assertConserved(tb testing.TB, pool *pgxpool.Pool) {
+	tb.Helper()
+	r, err := Audit(context.Background(), pool)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if !r.OK() {
+		tb.Fatalf("audit: %s", r)
+	}
+}
+
+func TestJournalRegisterConflict(t *testing.T) {
+	_, pool := mustDB(t)
+	j := mustJournal(t, journalConfig(pool, func(err error) { t.Errorf("fatal: %v", err) }))
+	if err := mustAppend(t, j, register("dora")); err != nil {
+		t.Fatal(err)
+	}
+	err := mustAppend(t, j, register("dora"))
+	if !errors.Is(err, actors.ErrUserExists) {
+		t.Fatalf("second register: err = %v, want ErrUserExists", err)
+	}
+	var n int
+	if err := pool.QueryRow(context.Background(), `SELECT count(*) FROM users`).Scan(&n); err != nil || n != 1 {
+		t.Fatalf("users = %d, %v", n, err)
+	}
+}
+
+func TestJournalRefusedBatchIsFatal(t *testing.T) {
+	_, pool := mustDB(t)
+	fr := &fatalRecorder{errs: make(chan error, 4)}
+	j := mustJournal(t, journalConfig(pool, fr.fatal))
+	if err := mustAppend(t, j, register("erin")); err != nil {
+		t.Fatal(err)
+	}
+	// Bypassing the actors: more than the balance. CHECK (balance >= 0)
+	// refuses the whole batch; retrying cannot help, so the journal stops.
+	hoody := item(t, "pink-hoody")
+	recs := make([]actors.Record, 3)
+	ds := make([]done, 3)
+	for i := range recs {
+		ds[i] = make(done, 1)
+		recs[i] = actors.Record{Kind: actors.Purchased, User: "erin", Item: hoody, Amount: hoody.Price(), Done: ds[i]}
+	}
+	for i := range recs {
+		if err := j.Append(&recs[i]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	select {
+	case err := <-fr.errs:
+		if err == nil {
+			t.Fatal("fatal called with nil")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("journal did not report the refused batch as fatal")
+	}
+	var balance int64
+	if err := pool.QueryRow(context.Background(), `SELECT balance FROM users WHERE name='erin'`).Scan(&balance); err != nil {
+		t.Fatal(err)
+	}
+	// Either the first purchase committed alone (batches are formed by
+	// timing) or none; never a negative balance.
+	if balance != 1000 && balance != 500 && balance != 0 {
+		t.Fatalf("balance = %d", balance)
+	}
+}
+
+func TestJournalSecondWriterIsFatal(t *testing.T) {
+	_, pool := mustDB(t)
+	j1 := mustJournal(t, journalConfig(pool, func(err error) { t.Errorf("first writer fatal: %v", err) }))
+	fr := &fatalRecorder{errs: make(chan error, 4)}
+	j2 := mustJournal(t, journalConfig(pool, fr.fatal))
+	if err := mustAppend(t, j1, register("fay")); err != nil {
+		t.Fatal(err)
+	}
+	// j2 read the same marker at open, so its first batch id is taken.
+	d := make(done, 1)
+	rec := register("gus")
+	rec.Done = d
+	if err := j2.Append(&rec); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-fr.errs:
+		if !errors.Is(err, errSecondWriter) {
+			t.Fatalf("fatal err = %v, want errSecondWriter", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("second writer not detected")
+	}
+}
+
+func TestJournalQueueFullAndOutageRecovery(t *testing.T) {
+	// Its own cluster: this test stops the server.
+	_, pool := mustDB(t)
+	cfg := journalConfig(pool, func(err error) { t.Errorf("fatal: %v", err) })
+	cfg.QueueMax, cfg.BatchMax = 2, 1
+	j := mustJournal(t, cfg)
+	if err := mustAppend(t, j, register("hal")); err != nil {
+		t.Fatal(err)
+	}
+	if err := cluster.Stop("immediate"); err != nil {
+		t.Fatal(err)
+	}
+	restarted := false
+	defer func() {
+		if !restarted {
+			_ = cluster.Start()
+		}
+	}()
+	pen := item(t, "pen")
+	var ds []done
+	appendPen := func() error {
+		d := make(done, 1)
+		rec := actors.Record{Kind: actors.Purchased, User: "hal", Item: pen, Amount: pen.Price(), Done: d}
+		err := j.Append(&rec)
+		if err == nil {
+			ds = append(ds, d)
+		}
+		return err
+	}
+	// The writer takes at most one record into its failing batch; the queue
+	// holds two more; the rest are refused at once.
+	var overloaded int
+	for range 6 {
+		if err := appendPen(); errors.Is(err, actors.ErrOverloaded) {
+			overloaded++
+		} else if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if overloaded < 3 || len(ds) > 3 {
+		t.Fatalf("accepted %d, overloaded %d: want ≤ 3 accepted", len(ds), overloaded)
+	}
+	waitFor(t, func() bool { return !j.Healthy() }, "journal to notice the outage")
+	if err := j.Ready(context.Background()); err == nil {
+		t.Fatal("Ready during outage = nil")
+	}
+	if err := cluster.Start(); err != nil {
+		t.Fatal(err)
+	}
+	restarted = true
+	for i, d := range ds {
+		if err := mustWait(t, d); err != nil {
+			t.Fatalf("record %d after recovery: %v", i, err)
+		}
+	}
+	if !j.Healthy() {
+		t.Fatal("journal not healthy after recovery")
+	}
+	var balance int64
+	if err := pool.QueryRow(context.Background(), `SELECT balance FROM users WHERE name='hal'`).Scan(&balance); err != nil {
+		t.Fatal(err)
+	}
+	if want := int64(1000 - 10*len(ds)); balance != want {
+		t.Fatalf("balance = %d, want %d (each accepted record exactly once)", balance, want)
+	}
+}
+
+// waitFor polls cond until it holds; the deadline only bounds a failure.
+func waitFor(tb testing.TB, cond func() bool, what string) {
+	tb.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			tb.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func TestJournalCloseFlushesAndRefuses(t *testing.T) {
+	_, pool := mustDB(t)
+	j, err := OpenJournal(context.Background(), journalConfig(pool, func(err error) { t.Errorf("fatal: %v", err) }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 50
+	ds := make([]done, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		ds[i] = make(done, 1)
+		rec := register("u" + string(rune('a'+i%26)) + string(rune('a'+i/26)))
+		rec.Done = ds[i]
+		if err := j.Append(&rec); err != nil {
+			t.Fatal(err)
+		}
+	}
+	wg.Wait()
+	if err := j.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	for i, d := range ds {
+		select {
+		case err := <-d:
+			if err != nil {
+				t.Fatalf("record %d: %v", i, err)
+			}
+		default:
+			t.Fatalf("record %d not completed by Close", i)
+		}
+	}
+	rec := register("late")
+	if err := j.Append(&rec); !errors.Is(err, actors.ErrClosed) {
+		t.Fatalf("append after close: %v", err)
+	}
+	var count int
+	if err := pool.QueryRow(context.Background(), `SELECT count(*) FROM users`).Scan(&count); err != nil || count != n {
+		t.Fatalf("users = %d, %v; want %d", count, err, n)
+	}
+}
+
+func TestMigrationsDownAndUp(t *testing.T) {
+	url, pool := mustDB(t)
+	if err := MigrateDown(url); err != nil {
+		t.Fatal(err)
+	}
+	var exists bool
+	if err := pool.QueryRow(context.Background(), `SELECT to_regclass('users') IS NOT NULL`).Scan(&exists); err != nil || exists {
+		t.Fatalf("users table after down: %v, %v", exists, err)
+	}
+	v, err := Migrate(url)
+	if err != nil || v != 1 {
+		t.Fatalf("migrate up again: v=%d err=%v", v, err)
+	}
+	if v, err = Migrate(url); err != nil || v != 1 {
+		t.Fatalf("migrate up twice: v=%d err=%v", v, err)
+	}
+}
