@@ -24,11 +24,10 @@ func appendInfo(dst []byte, w *Wallet) []byte {
 		dst = strconv.AppendInt(dst, w.items[id], 10)
 		dst = append(dst, '}')
 	}
-	received, sent := w.History()
 	dst = append(dst, `],"coinHistory":{"received":`...)
-	dst = appendTotals(dst, received, `{"fromUser":`)
+	dst = appendTotals(dst, w.received, `{"fromUser":`)
 	dst = append(dst, `,"sent":`...)
-	dst = appendTotals(dst, sent, `{"toUser":`)
+	dst = appendTotals(dst, w.sent, `{"toUser":`)
 	return append(dst, `}}`...)
 }
 

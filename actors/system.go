@@ -203,6 +203,7 @@ func (s *System) spawn(h *handle, u *user) {
 	id := h.name + "#" + strconv.FormatUint(s.gen.Add(1), 36)
 	h.pid = s.engine.Spawn(func() actor.Receiver { return u }, "u",
 		actor.WithID(id), actor.WithInboxSize(s.cfg.InboxSize))
+	h.lastUsed.Store(monotime()) // idle from now, not since the process started
 	s.active.Add(1)
 	s.metrics.Activated()
 	close(h.ready)

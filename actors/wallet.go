@@ -3,7 +3,8 @@ package actors
 import (
 	"fmt"
 	"math"
-	"sort"
+	"slices"
+	"strings"
 )
 
 // Wallet is one user's money, inventory and coin history: a pure state
@@ -17,8 +18,10 @@ type Wallet struct {
 	coins    Coins // durable balance
 	reserved Coins // sum of reservations of records in flight
 	items    [itemCount + 1]int64
-	received map[string]Coins // durable totals by sender; nil until the first
-	sent     map[string]Coins // durable totals by recipient; nil until the first
+	// Durable totals per counterparty, kept sorted by name: /api/info lists
+	// them in order without sorting, and an update is a binary search.
+	received []Counterparty
+	sent     []Counterparty
 }
 
 // Counterparty is a history line: the total exchanged with one other user.
@@ -47,9 +50,15 @@ func NewWallet() Wallet { return Wallet{coins: StartingCoins} }
 func LoadWallet(st *UserState) (Wallet, error) {
 	w := Wallet{coins: st.Coins, items: st.Inventory}
 	for _, c := range st.Received {
+		if c.Amount < 0 || c.Amount > math.MaxInt64-totalOf(w.received, c.User) {
+			return Wallet{}, fmt.Errorf("actors: invariant: received %d from %q", c.Amount, c.User)
+		}
 		w.received = addTotal(w.received, c.User, c.Amount)
 	}
 	for _, c := range st.Sent {
+		if c.Amount < 0 || c.Amount > math.MaxInt64-totalOf(w.sent, c.User) {
+			return Wallet{}, fmt.Errorf("actors: invariant: sent %d to %q", c.Amount, c.User)
+		}
 		w.sent = addTotal(w.sent, c.User, c.Amount)
 	}
 	if err := w.check(); err != nil {
@@ -58,12 +67,28 @@ func LoadWallet(st *UserState) (Wallet, error) {
 	return w, nil
 }
 
-func addTotal(m map[string]Coins, user string, amount Coins) map[string]Coins {
-	if m == nil {
-		m = make(map[string]Coins, 4)
+func findTotal(totals []Counterparty, user string) (int, bool) {
+	return slices.BinarySearchFunc(totals, user, func(c Counterparty, u string) int {
+		return strings.Compare(c.User, u)
+	})
+}
+
+// totalOf returns user's total, 0 when absent.
+func totalOf(totals []Counterparty, user string) Coins {
+	if i, found := findTotal(totals, user); found {
+		return totals[i].Amount
 	}
-	m[user] += amount
-	return m
+	return 0
+}
+
+// addTotal adds amount to user's line in the sorted totals.
+func addTotal(totals []Counterparty, user string, amount Coins) []Counterparty {
+	i, found := findTotal(totals, user)
+	if found {
+		totals[i].Amount += amount
+		return totals
+	}
+	return slices.Insert(totals, i, Counterparty{User: user, Amount: amount})
 }
 
 // check verifies the money invariant of the durable state (cold path).
@@ -76,20 +101,34 @@ func (w *Wallet) check() error {
 		if w.items[id] < 0 {
 			return fmt.Errorf("actors: invariant: negative quantity of %s", id.Name())
 		}
+		if Coins(w.items[id]) > (math.MaxInt64-spent)/id.Price() {
+			return fmt.Errorf("actors: invariant: value of %s overflows", id.Name())
+		}
 		spent += Coins(w.items[id]) * id.Price()
 	}
-	in, out := Coins(0), Coins(0)
-	for _, a := range w.received {
-		in += a
-	}
-	for _, a := range w.sent {
-		out += a
-	}
-	if StartingCoins+in-out-spent != w.coins {
+	in, inOK := sumTotals(w.received)
+	out, outOK := sumTotals(w.sent)
+	// Compared as balance + sent + spent = 1000 + received, each side
+	// checked for overflow, so that no wrapped sum can pass.
+	if !inOK || !outOK || in > math.MaxInt64-StartingCoins || out > math.MaxInt64-spent ||
+		w.coins > math.MaxInt64-out-spent || w.coins+out+spent != StartingCoins+in {
 		return fmt.Errorf("actors: invariant: 1000 + %d received - %d sent - %d spent != balance %d",
 			in, out, spent, w.coins)
 	}
 	return nil
+}
+
+// sumTotals adds history totals; ok is false when one is negative or the
+// sum overflows.
+func sumTotals(totals []Counterparty) (sum Coins, ok bool) {
+	for _, c := range totals {
+		a := c.Amount
+		if a < 0 || a > math.MaxInt64-sum {
+			return sum, false
+		}
+		sum += a
+	}
+	return sum, true
 }
 
 // Coins returns the durable balance.
@@ -172,16 +211,7 @@ func (w *Wallet) ApplyReceived(user string, amount Coins) error {
 	return nil
 }
 
-// History returns the durable totals, sorted by user name.
+// History returns copies of the durable totals, sorted by user name.
 func (w *Wallet) History() (received, sent []Counterparty) {
-	return sortedTotals(w.received), sortedTotals(w.sent)
-}
-
-func sortedTotals(m map[string]Coins) []Counterparty {
-	out := make([]Counterparty, 0, len(m))
-	for u, a := range m {
-		out = append(out, Counterparty{User: u, Amount: a})
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].User < out[j].User })
-	return out
+	return slices.Clone(w.received), slices.Clone(w.sent)
 }

@@ -37,9 +37,8 @@ type batch struct {
 	keyUsers, keyKeys, keyKinds, keyItems, keyPeers []string
 	keyAmounts                                      []int64
 
-	// scratch for map → sorted arrays
+	// balance deltas as sorted arrays (reused)
 	names []string
-	a, b  []string
 	n     []int64
 
 	regConflicts map[string]bool

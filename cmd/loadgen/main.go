@@ -164,7 +164,7 @@ func validate(cfg *Config) error {
 func checkLoopback(addr string, allowRemote bool) error {
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
-		return fmt.Errorf("address %q: want host:port: %v", addr, err)
+		return fmt.Errorf("address %q: want host:port: %w", addr, err)
 	}
 	if p, err := strconv.Atoi(port); err != nil || p < 0 || p > 65535 {
 		return fmt.Errorf("address %q: bad port", addr)

@@ -7,6 +7,8 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
+	"net/http/pprof"
 	"strings"
 	"time"
 
@@ -45,6 +47,7 @@ type Main struct {
 	http    *fasthttp.Server
 	ln      net.Listener
 	served  chan error
+	pprof   *http.Server
 }
 
 // New returns an unstarted Main.
@@ -53,8 +56,7 @@ func New(cfg Config) *Main { return &Main{cfg: cfg} }
 // Run starts, serves until ctx ends, then shuts down gracefully.
 func (m *Main) Run(ctx context.Context) error {
 	if err := m.Start(ctx); err != nil {
-		m.Close()
-		return err
+		return errors.Join(err, m.Close())
 	}
 	select {
 	case <-ctx.Done():
@@ -110,6 +112,11 @@ func (m *Main) Start(ctx context.Context) error {
 	if err := m.startHTTP(reg); err != nil {
 		return err
 	}
+	if m.cfg.PprofAddr != "" {
+		if err := m.startPprof(); err != nil {
+			return err
+		}
+	}
 	slog.Info("merch-store started", "addr", m.Addr(), "startup", time.Since(begin).Round(time.Millisecond))
 	return nil
 }
@@ -157,6 +164,9 @@ func (m *Main) Close() error {
 	if m.http != nil {
 		errs = append(errs, m.http.ShutdownWithContext(ctx))
 	}
+	if m.pprof != nil {
+		errs = append(errs, m.pprof.Close())
+	}
 	if m.journal != nil {
 		errs = append(errs, m.journal.Close(ctx))
 	}
@@ -171,6 +181,23 @@ func (m *Main) Close() error {
 	}
 	slog.Info("merch-store stopped")
 	return errors.Join(errs...)
+}
+
+// startPprof serves the Go profiler on its own listener (for make profile).
+func (m *Main) startPprof() error {
+	ln, err := net.Listen("tcp", m.cfg.PprofAddr)
+	if err != nil {
+		return fmt.Errorf("pprof listen: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	m.pprof = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = m.pprof.Serve(ln) }()
+	slog.Info("pprof serving", "addr", ln.Addr().String())
+	return nil
 }
 
 func setupLogging(cfg Config, w io.Writer) {

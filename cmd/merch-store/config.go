@@ -34,6 +34,7 @@ type Config struct {
 	LoginFailures   int           // LOGIN_FAILURES_MAX
 	LoginWindow     time.Duration // LOGIN_FAILURE_WINDOW
 	ShutdownTimeout time.Duration // SHUTDOWN_TIMEOUT
+	PprofAddr       string        // PPROF_ADDR: serve net/http/pprof here; empty = off
 }
 
 // DefaultConfig returns the documented defaults (no secrets, no database).
@@ -51,7 +52,7 @@ func DefaultConfig() Config {
 		IdleTTL:         10 * time.Minute,
 		InflightPerUser: 64,
 		InboxSize:       8,
-		HashWorkers:     runtime.GOMAXPROCS(0),
+		HashWorkers:     max(1, runtime.GOMAXPROCS(0)/2), // leave cores for serving during a login storm
 		HashQueue:       64,
 		TokenCache:      100_000,
 		LoginFailures:   10,
@@ -111,6 +112,7 @@ func LoadConfig(args []string, getenv func(string) string) (Config, error) {
 	num(&c.LoginFailures, "LOGIN_FAILURES_MAX", "wrong passwords per name per window before 429")
 	dur(&c.LoginWindow, "LOGIN_FAILURE_WINDOW", "login failure window")
 	dur(&c.ShutdownTimeout, "SHUTDOWN_TIMEOUT", "graceful shutdown bound")
+	str(&c.PprofAddr, "PPROF_ADDR", "serve /debug/pprof on this address (keep it on loopback); empty: off")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}

@@ -18,6 +18,13 @@ func main() {
 		os.Exit(2)
 	}
 	setupLogging(cfg, os.Stderr)
+	if err := run(cfg); err != nil {
+		slog.Error("merch-store stopped with error", "err", err)
+		os.Exit(1)
+	}
+}
+
+func run(cfg Config) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	m := New(cfg)
@@ -26,7 +33,7 @@ func main() {
 		os.Exit(1)
 	}
 	if err := m.Run(ctx); err != nil && !errors.Is(err, context.Canceled) {
-		slog.Error("merch-store stopped with error", "err", err)
-		os.Exit(1)
+		return err
 	}
+	return nil
 }

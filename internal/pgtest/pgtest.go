@@ -13,6 +13,7 @@ import (
 	"os/user"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -392,7 +393,7 @@ func (c *Cluster) initdb() error {
 	err := cmd.Run()
 	_, _ = c.out.Write(buf.Bytes())
 	if err != nil {
-		return fmt.Errorf("pgtest: initdb -D %s: %v\n--- initdb output ---\n%s", c.dataDir, err, lastLines(buf.String(), tailLines))
+		return fmt.Errorf("pgtest: initdb -D %s: %w\n--- initdb output ---\n%s", c.dataDir, err, lastLines(buf.String(), tailLines))
 	}
 	return nil
 }
@@ -499,12 +500,12 @@ func (c *Cluster) psql(db, sql string) (string, error) {
 		"-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1",
 		"-h", listenAddr, "-p", strconv.Itoa(c.port), "-U", superuser, "-d", db,
 		"-c", sql)
-	cmd.Env = append(c.env, "PGCONNECT_TIMEOUT=5")
+	cmd.Env = append(slices.Clip(c.env), "PGCONNECT_TIMEOUT=5")
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout = &stdout
 	cmd.Stderr = &stderr
 	if err := cmd.Run(); err != nil {
-		return "", fmt.Errorf("psql: %v: %s", err, strings.TrimSpace(stderr.String()))
+		return "", fmt.Errorf("psql: %w: %s", err, strings.TrimSpace(stderr.String()))
 	}
 	return strings.TrimSpace(stdout.String()), nil
 }
@@ -604,7 +605,7 @@ func freePort() (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	defer l.Close()
+	defer func() { _ = l.Close() }()
 	return l.Addr().(*net.TCPAddr).Port, nil
 }
 

@@ -1,0 +1,84 @@
+# Merch store. `make run` serves on :8080; `make test` runs every test.
+# Nothing here needs Docker: PostgreSQL 15 comes from the system binaries
+# (/usr/lib/postgresql/15/bin), started by scripts/pg.sh or by the tests.
+
+SHELL := /bin/bash
+GO ?= go
+GOLANGCI_LINT_VERSION := v2.15.0
+BIN := $(CURDIR)/bin
+FUZZTIME ?= 30s
+DURATION ?= 30s
+CONNS ?= 64
+export JWT_SECRET ?= dev-secret-not-for-production
+
+.PHONY: run test test-race test-alloc cover lint fmt bench bench-http load locust profile soak fuzz pg-up pg-down clean build
+
+build:
+	$(GO) build -o $(BIN)/merch-store ./cmd/merch-store
+	$(GO) build -o $(BIN)/loadgen ./cmd/loadgen
+
+## run: serve on :8080; starts the project-local PostgreSQL when DATABASE_URL is unset.
+run: build
+	@if [ -z "$$DATABASE_URL" ]; then scripts/pg.sh up; fi
+	DATABASE_URL="$${DATABASE_URL:-$$(scripts/pg.sh url)}" $(BIN)/merch-store
+
+## test: vet, the race-enabled suite with coverage, then the allocation budgets (they need -race off).
+test:
+	$(GO) vet ./...
+	$(GO) test -race -count=1 -timeout 20m -coverprofile=coverage.out ./...
+	@$(GO) tool cover -func=coverage.out | tail -1
+	$(GO) test -count=1 -timeout 10m -run 'Alloc' ./...
+
+## lint: gofmt, go vet and golangci-lint at a pinned version.
+lint: $(BIN)/golangci-lint
+	@out="$$(gofmt -l $$(git ls-files '*.go'))"; if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+	$(BIN)/golangci-lint run ./...
+
+$(BIN)/golangci-lint:
+	GOBIN=$(BIN) $(GO) install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION)
+
+fmt:
+	gofmt -w $$(git ls-files '*.go')
+
+## bench: go test benchmarks with allocations (journal against a real PostgreSQL).
+bench:
+	$(GO) test -run=NONE -bench=. -benchmem -count=1 ./actors ./api ./persist ./bench/...
+
+## bench-http: the service vs a static fasthttp handler, in one run, with ratios.
+bench-http:
+	DURATION=$${DURATION:-10s} CONNS=$(CONNS) scripts/with-server.sh scripts/bench-http.sh
+
+## load: start PostgreSQL + the service, run the load generator for DURATION, print the report.
+load:
+	scripts/with-server.sh bash -c 'bin/loadgen -addr $$SERVER_ADDR -c $(CONNS) -d $(DURATION) $(LOADGEN_ARGS)'
+
+## locust: the same scenario with Locust (Debian python3-locust), headless and bounded.
+locust:
+	scripts/with-server.sh bash -c 'cd locust && locust -f locustfile.py --headless -u $${USERS:-50} -r $${SPAWN_RATE:-10} -t $(DURATION) --host http://$$SERVER_ADDR --only-summary'
+
+## profile: CPU profile of the service under the mixed load; writes bin/cpu.prof and prints the top.
+profile:
+	SERVER_ENV="PPROF_ADDR=127.0.0.1:6060" scripts/with-server.sh scripts/profile.sh
+
+## soak: the long fault tests (kill -9 cycles, outages, storms).
+soak:
+	SOAK=1 $(GO) test -count=1 -timeout 80m -run 'Fault|Soak' -v ./bench/...
+
+## fuzz: each fuzz target for FUZZTIME.
+fuzz:
+	@for pkg in ./api ./actors; do \
+	  for t in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz'); do \
+	    echo "== $$pkg $$t"; $(GO) test -run=NONE -fuzz="^$$t$$" -fuzztime=$(FUZZTIME) $$pkg || exit 1; \
+	  done; done
+
+pg-up:
+	scripts/pg.sh up
+	@scripts/pg.sh url
+
+pg-down:
+	scripts/pg.sh down
+
+clean:
+	-scripts/pg.sh down
+	rm -rf $(BIN) .data coverage.out
