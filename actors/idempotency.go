@@ -35,7 +35,15 @@ type keyEntry struct {
 type keyTable struct {
 	m     map[string]*keyEntry
 	order []string // insertion order, for eviction
+	// evicted: some keys of this user are no longer in memory (the table
+	// overflowed, or loading stopped at KeysPerUserMax). A key not found
+	// here may then still be in the store: the facade checks there first.
+	evicted bool
 }
+
+// errKeyCheck asks the facade to look the key up in the store before the
+// actor treats the request as new (see System.keyed).
+var errKeyCheck = errors.New("actors: idempotency key must be checked in the store")
 
 func outcomeOf(r *Request) KeyOutcome {
 	o := KeyOutcome{Key: r.key, Amount: r.amount, Item: r.item, Kind: Purchased}
@@ -51,6 +59,9 @@ func outcomeOf(r *Request) KeyOutcome {
 func (t *keyTable) lookup(r *Request) (bool, error) {
 	e := t.m[r.key]
 	if e == nil {
+		if t.evicted && !r.keyChecked {
+			return true, errKeyCheck
+		}
 		return false, nil
 	}
 	if e.req != outcomeOf(r) {
@@ -78,6 +89,7 @@ func (t *keyTable) add(o KeyOutcome, pending bool, err error) {
 		}
 		delete(t.m, old)
 		t.order = t.order[1:]
+		t.evicted = true
 	}
 }
 

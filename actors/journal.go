@@ -60,4 +60,7 @@ type Journal interface {
 type Store interface {
 	// LoadUser returns a user's durable state, or ErrUnknownUser.
 	LoadUser(ctx context.Context, name string) (UserState, error)
+	// KeyApplied reports whether a change with the user's idempotency key
+	// is stored (within the retention period), and which change it was.
+	KeyApplied(ctx context.Context, user, key string) (KeyOutcome, bool, error)
 }

@@ -45,6 +45,9 @@ type Request struct {
 	owner    *handle // the buyer or sender
 	peer     *handle // the transfer recipient
 	key      string  // idempotency key
+	// keyChecked: the facade found key absent from the store, so a key
+	// missing from the actor's table is new (see keyTable.evicted).
+	keyChecked bool
 	enqueued int64   // monotime at the last send, for the mailbox wait metric
 	err      error   // journal outcome, set by JournalDone
 	reply    chan reply

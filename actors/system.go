@@ -93,31 +93,38 @@ func (s *System) Close() {
 	s.wg.Wait()
 }
 
-// resolve returns the user's live handle, loading the user if needed.
-func (s *System) resolve(name string) (*handle, error) {
+// resolve returns the user's live handle, loading the user if needed;
+// until (monotime) bounds the wait.
+func (s *System) resolve(name string, until int64) (*handle, error) {
 	sh := s.dir.shard(name)
 	h := sh.get(name)
 	if h == nil || h.dead() {
 		h = s.activate(sh, name)
 	}
-	return s.await(h)
+	return s.await(h, until)
 }
 
 // resolveBytes is resolve for a name still in a request buffer: a resident
 // user is found without allocating.
-func (s *System) resolveBytes(name []byte) (*handle, error) {
+func (s *System) resolveBytes(name []byte, until int64) (*handle, error) {
 	sh := s.dir.shardBytes(name)
 	h := sh.getBytes(name)
 	if h == nil || h.dead() {
 		h = s.activate(sh, string(name))
 	}
-	return s.await(h)
+	return s.await(h, until)
 }
 
-// await waits until h is loaded (bounded by LoadTimeout).
-func (s *System) await(h *handle) (*handle, error) {
+// remaining returns the time left until the deadline (at least 1 ns, so a
+// timer always fires).
+func remaining(until int64) time.Duration {
+	return max(time.Duration(until-monotime()), 1)
+}
+
+// await waits until h is loaded, or until the deadline.
+func (s *System) await(h *handle, until int64) (*handle, error) {
 	if !h.isReady() {
-		t := getTimer(s.cfg.LoadTimeout)
+		t := getTimer(remaining(until))
 		select {
 		case <-h.ready:
 			putTimer(t)
@@ -138,14 +145,14 @@ const pinRetries = 8
 
 // resolvePinned resolves and pins name (or nameBytes when not nil),
 // retrying when it races with passivation.
-func (s *System) resolvePinned(name string, nameBytes []byte, limit int32) (*handle, error) {
+func (s *System) resolvePinned(name string, nameBytes []byte, limit int32, until int64) (*handle, error) {
 	for range pinRetries {
 		var h *handle
 		var err error
 		if nameBytes != nil {
-			h, err = s.resolveBytes(nameBytes)
+			h, err = s.resolveBytes(nameBytes, until)
 		} else {
-			h, err = s.resolve(name)
+			h, err = s.resolve(name, until)
 		}
 		if err != nil {
 			return nil, err
@@ -192,6 +199,8 @@ func (s *System) activate(sh *shard, name string) *handle {
 	for _, k := range st.Keys {
 		u.keys.add(k, false, nil)
 	}
+	// The store returns at most KeysPerUserMax keys: older ones may exist.
+	u.keys.evicted = u.keys.evicted || len(st.Keys) >= KeysPerUserMax
 	s.spawn(h, u)
 	return h
 }
@@ -266,11 +275,11 @@ func (s *System) Stats() Stats {
 	return st
 }
 
-// call sends r to h and waits for the answer. On timeout r is abandoned
-// (the actor may still write to it) and ok is false.
-func (s *System) call(h *handle, r *Request, timeout time.Duration) (rep reply, ok bool) {
+// call sends r to h and waits for the answer until the deadline. On
+// timeout r is abandoned (the actor may still write to it) and ok is false.
+func (s *System) call(h *handle, r *Request, until int64) (rep reply, ok bool) {
 	h.send(r)
-	t := getTimer(timeout)
+	t := getTimer(remaining(until))
 	select {
 	case rep = <-r.reply:
 		putTimer(t)
@@ -285,13 +294,14 @@ func (s *System) call(h *handle, r *Request, timeout time.Duration) (rep reply, 
 // Info returns the user's /api/info body: durable state only. The slice is
 // immutable and shared; callers must not modify it.
 func (s *System) Info(name string) ([]byte, error) {
-	h, err := s.resolvePinned(name, nil, int32(s.cfg.InflightPerUserMax))
+	until := monotime() + int64(s.cfg.ReadTimeout)
+	h, err := s.resolvePinned(name, nil, int32(s.cfg.InflightPerUserMax), until)
 	if err != nil {
 		return nil, err
 	}
 	r := getRequest()
 	r.op, r.owner, r.held = opInfo, h, heldOwner
-	rep, ok := s.call(h, r, s.cfg.ReadTimeout)
+	rep, ok := s.call(h, r, until)
 	if !ok {
 		return nil, ErrUnavailable
 	}
@@ -304,13 +314,22 @@ func (s *System) Buy(name string, item ItemID, key string) error {
 	if !item.Valid() {
 		return ErrUnknownItem
 	}
-	h, err := s.resolvePinned(name, nil, int32(s.cfg.InflightPerUserMax))
+	until := monotime() + int64(s.cfg.WriteTimeout)
+	if key == "" {
+		return s.buy(name, item, "", false, until)
+	}
+	want := KeyOutcome{Key: key, Kind: Purchased, Item: item, Amount: item.Price()}
+	return s.keyed(name, want, until, func(checked bool) error { return s.buy(name, item, key, checked, until) })
+}
+
+func (s *System) buy(name string, item ItemID, key string, checked bool, until int64) error {
+	h, err := s.resolvePinned(name, nil, int32(s.cfg.InflightPerUserMax), until)
 	if err != nil {
 		return err
 	}
 	r := getRequest()
-	r.op, r.owner, r.held, r.item, r.key = opBuy, h, heldOwner, item, key
-	return s.write(h, r)
+	r.op, r.owner, r.held, r.item, r.key, r.keyChecked = opBuy, h, heldOwner, item, key, checked
+	return s.write(h, r, until)
 }
 
 // Send transfers amount from one user to another. nil means the transfer is
@@ -329,11 +348,20 @@ func (s *System) SendBytes(from string, to []byte, amount Coins, key string) err
 	case amount <= 0:
 		return ErrBadAmount
 	}
-	h, err := s.resolvePinned(from, nil, int32(s.cfg.InflightPerUserMax))
+	until := monotime() + int64(s.cfg.WriteTimeout)
+	if key == "" {
+		return s.send(from, to, amount, "", false, until)
+	}
+	want := KeyOutcome{Key: key, Kind: Transferred, Peer: string(to), Amount: amount}
+	return s.keyed(from, want, until, func(checked bool) error { return s.send(from, to, amount, key, checked, until) })
+}
+
+func (s *System) send(from string, to []byte, amount Coins, key string, checked bool, until int64) error {
+	h, err := s.resolvePinned(from, nil, int32(s.cfg.InflightPerUserMax), until)
 	if err != nil {
 		return err
 	}
-	peer, err := s.resolvePinned("", to, 0)
+	peer, err := s.resolvePinned("", to, 0, until)
 	if err != nil {
 		h.unpin()
 		if errors.Is(err, ErrUnknownUser) {
@@ -342,16 +370,44 @@ func (s *System) SendBytes(from string, to []byte, amount Coins, key string) err
 		return err
 	}
 	r := getRequest()
-	r.op, r.owner, r.peer, r.held, r.amount, r.key = opSend, h, peer, heldOwner|heldPeer, amount, key
-	return s.write(h, r)
+	r.op, r.owner, r.peer, r.held, r.amount = opSend, h, peer, heldOwner|heldPeer, amount
+	r.key, r.keyChecked = key, checked
+	return s.write(h, r, until)
 }
 
-func (s *System) write(h *handle, r *Request) error {
-	rep, ok := s.call(h, r, s.cfg.WriteTimeout)
+// write sends a change and waits for it to be durable, until the deadline.
+func (s *System) write(h *handle, r *Request, until int64) error {
+	rep, ok := s.call(h, r, until)
 	if !ok {
 		return ErrNotDurable
 	}
 	return rep.err
+}
+
+// keyed runs a keyed change. Normally the actor decides from its table of
+// recent keys. When that table has forgotten keys, the actor answers
+// errKeyCheck for an unknown key; the store is asked (here, on the caller's
+// goroutine, never inside an actor) and the change is replayed or re-sent
+// as checked. No change with the key can reach the store in between: it
+// would be pending in the actor's table, which never forgets pending keys.
+func (s *System) keyed(user string, want KeyOutcome, until int64, write func(checked bool) error) error {
+	err := write(false)
+	if !errors.Is(err, errKeyCheck) {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), remaining(until))
+	got, found, err := s.cfg.Store.KeyApplied(ctx, user, want.Key)
+	cancel()
+	switch {
+	case err != nil:
+		slog.Warn("idempotency key lookup failed", "user", user, "err", err)
+		return ErrUnavailable
+	case found && got != want:
+		return ErrKeyReused
+	case found:
+		return nil // applied before: replay its success
+	}
+	return write(true)
 }
 
 // Account is a user's credentials as seen by authentication.
@@ -369,11 +425,17 @@ func (a Account) SetDigest(d *[32]byte) { a.h.digest.Store(d) }
 
 // Lookup resolves a user (loading it if needed) for authentication.
 func (s *System) Lookup(name string) (Account, error) {
-	h, err := s.resolve(name)
+	h, err := s.resolve(name, monotime()+int64(s.cfg.LoadTimeout))
 	if err != nil {
 		return Account{}, err
 	}
 	return Account{h: h}, nil
+}
+
+// Resident reports whether the user's actor is in memory (no loading).
+func (s *System) Resident(name string) bool {
+	h := s.dir.shard(name).get(name)
+	return h != nil && h.isReady() && h.err == nil && !h.dead()
 }
 
 // registration waits for a Registered record's outcome.
@@ -389,7 +451,7 @@ func (s *System) Register(name string, passwordHash []byte) error {
 		sh.mu.Lock()
 		if h := sh.m[name]; h != nil && !h.dead() {
 			sh.mu.Unlock()
-			if _, err := s.resolve(name); !errors.Is(err, ErrUnknownUser) {
+			if _, err := s.resolve(name, monotime()+int64(s.cfg.LoadTimeout)); !errors.Is(err, ErrUnknownUser) {
 				if err == nil {
 					err = ErrUserExists
 				}

@@ -138,6 +138,12 @@ var tokenOpen, tokenClose = []byte(`{"token":"`), []byte(`"}`)
 // authenticate checks the password of an existing user or creates a new
 // one. Repeated logins compare a keyed digest instead of running bcrypt.
 func (s *Server) authenticate(user string, password []byte) error {
+	// A user who is not resident needs bcrypt whatever happens (register, or
+	// verify after loading): when hashing is saturated, refuse before paying
+	// for a database lookup.
+	if s.hasher.Busy() && !s.sys.Resident(user) {
+		return actors.ErrOverloaded
+	}
 	for range 3 {
 		acct, err := s.sys.Lookup(user)
 		switch {

@@ -33,10 +33,16 @@ type Hasher struct {
 
 type hashJob struct {
 	password, hash []byte // hash is nil for a new hash
+	deadline       time.Time
 	out            []byte
 	err            error
 	done           chan struct{}
 }
+
+// HashWaitMax bounds how long a job may wait for a worker: a job not
+// started by then is dropped and its caller gets actors.ErrOverloaded, so a
+// login storm turns into fast 503s instead of ever longer queues.
+const HashWaitMax = time.Second
 
 // NewHasher starts workers goroutines with a queue of queueMax jobs.
 // observe (may be nil) receives each hash's duration.
@@ -73,6 +79,12 @@ func (h *Hasher) work() {
 	defer h.wg.Done()
 	for j := range h.jobs {
 		start := time.Now()
+		if start.After(j.deadline) {
+			j.err = actors.ErrOverloaded // its caller has given up
+			h.queued.Add(-1)
+			close(j.done)
+			continue
+		}
 		if j.hash == nil {
 			j.out, j.err = bcrypt.GenerateFromPassword(j.password, h.cost)
 		} else {
@@ -85,7 +97,8 @@ func (h *Hasher) work() {
 }
 
 func (h *Hasher) run(password, hash []byte) (*hashJob, error) {
-	j := &hashJob{password: bytes.Clone(password), hash: hash, done: make(chan struct{})}
+	j := &hashJob{password: bytes.Clone(password), hash: hash, done: make(chan struct{}),
+		deadline: time.Now().Add(HashWaitMax)}
 	h.queued.Add(1)
 	select {
 	case h.jobs <- j:
@@ -93,9 +106,16 @@ func (h *Hasher) run(password, hash []byte) (*hashJob, error) {
 		h.queued.Add(-1)
 		return nil, actors.ErrOverloaded
 	}
-	<-j.done
+	<-j.done // a started job finishes within one hash time of the deadline
+	if errors.Is(j.err, actors.ErrOverloaded) {
+		return nil, j.err
+	}
 	return j, nil
 }
+
+// Busy reports whether the queue is full: a request that needs a hash
+// would be refused.
+func (h *Hasher) Busy() bool { return len(h.jobs) == cap(h.jobs) }
 
 // Hash returns a new bcrypt hash of password.
 func (h *Hasher) Hash(password []byte) ([]byte, error) {

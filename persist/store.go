@@ -84,14 +84,8 @@ func (s *Store) LoadUser(ctx context.Context, name string) (actors.UserState, er
 	}
 	for i, key := range keys {
 		o := actors.KeyOutcome{Key: key, Peer: kPeers[i], Amount: actors.Coins(kAmounts[i])}
-		switch kinds[i] {
-		case actors.Purchased.String():
-			o.Kind = actors.Purchased
-			o.Item, _ = actors.LookupItem([]byte(kItems[i]))
-		case actors.Transferred.String():
-			o.Kind = actors.Transferred
-		default:
-			return st, fmt.Errorf("persist: load user: bad idempotency kind %q", kinds[i])
+		if o.Kind, o.Item, err = parseKeyKind(kinds[i], kItems[i]); err != nil {
+			return st, err
 		}
 		st.Keys = append(st.Keys, o)
 	}
@@ -101,4 +95,36 @@ func (s *Store) LoadUser(ctx context.Context, name string) (actors.UserState, er
 		return st, fmt.Errorf("persist: user %q: %w", name, err)
 	}
 	return st, nil
+}
+
+// KeyApplied implements actors.Store.
+func (s *Store) KeyApplied(ctx context.Context, user, key string) (actors.KeyOutcome, bool, error) {
+	o := actors.KeyOutcome{Key: key}
+	var kind, item string
+	var amount int64
+	err := s.pool.QueryRow(ctx, `SELECT kind, item, peer, amount FROM idempotency_keys
+WHERE user_name = $1 AND key = $2 AND created_at > now() - $3::interval`,
+		user, key, KeyRetention.String()).Scan(&kind, &item, &o.Peer, &amount)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return o, false, nil
+	}
+	if err != nil {
+		return o, false, fmt.Errorf("persist: key lookup: %w", err)
+	}
+	o.Amount = actors.Coins(amount)
+	if o.Kind, o.Item, err = parseKeyKind(kind, item); err != nil {
+		return o, false, err
+	}
+	return o, true, nil
+}
+
+func parseKeyKind(kind, item string) (actors.RecordKind, actors.ItemID, error) {
+	switch kind {
+	case actors.Purchased.String():
+		id, _ := actors.LookupItem([]byte(item))
+		return actors.Purchased, id, nil
+	case actors.Transferred.String():
+		return actors.Transferred, 0, nil
+	}
+	return 0, 0, fmt.Errorf("persist: bad idempotency kind %q", kind)
 }

@@ -1,0 +1,166 @@
+package faults
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// rssCeiling is the resident memory the server may reach under this
+// overload; without shedding, queues would grow without bound instead.
+const rssCeiling = 300 << 20
+
+// TestFaultOverload offers more than the service can take: a crowd on one
+// user (per-user in-flight limit), a registration storm with real bcrypt
+// cost (bounded hashing queue), next to normal clients. The service must
+// shed with 503 (no other 5xx, no transport errors), admitted requests of
+// the normal clients must keep their latency, and RSS must stay bounded.
+func TestFaultOverload(t *testing.T) {
+	dur := 3 * time.Second
+	if soak {
+		dur = 30 * time.Second
+	}
+	dbURL := mustDatabase(t)
+	srv := newServer(t, dbURL, "BCRYPT_COST=10")
+	srv.start()
+	c := newClient(srv.addr, 1024, 10*time.Second)
+	p := register(t, c, "n", 20)
+	hot := p.names[0]
+
+	normal := func(d time.Duration) (latencies, int) {
+		var mu sync.Mutex
+		var lat latencies
+		var bad atomic.Int64
+		stop := time.Now().Add(d)
+		var wg sync.WaitGroup
+		for w := range 16 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				rng := rand.New(rand.NewPCG(uint64(w), 3))
+				var mine latencies
+				for time.Now().Before(stop) {
+					u := p.names[1+rng.IntN(len(p.names)-1)]
+					var r result
+					if rng.IntN(2) == 0 {
+						r = c.do("GET", "/api/info", p.tokens[u], "", nil)
+					} else {
+						to := p.names[1+rng.IntN(len(p.names)-1)]
+						if to == u {
+							continue
+						}
+						r = c.do("POST", "/api/sendCoin", p.tokens[u], "", map[string]any{"toUser": to, "amount": 1})
+					}
+					switch {
+					case r.code == 200:
+						mine = append(mine, r.latency)
+					case r.code == 0 || (r.code >= 500 && r.code != 503):
+						bad.Add(1)
+					}
+				}
+				mu.Lock()
+				lat = append(lat, mine...)
+				mu.Unlock()
+			}()
+		}
+		wg.Wait()
+		return lat, int(bad.Load())
+	}
+
+	base, bad := normal(dur / 2)
+	if bad != 0 {
+		t.Fatalf("baseline: %d errors", bad)
+	}
+
+	var hot503, auth503, hotOK, authOK, broken atomic.Int64
+	var peak atomic.Int64
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for w := range 256 { // the crowd on one user: 4 × its in-flight limit
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				var r result
+				if i%2 == 0 {
+					r = c.do("GET", "/api/info", p.tokens[hot], "", nil)
+				} else {
+					r = c.do("POST", "/api/sendCoin", p.tokens[hot], "", map[string]any{"toUser": p.names[1+w%19], "amount": 1})
+				}
+				switch {
+				case r.code == 200 || r.code == 400:
+					hotOK.Add(1)
+				case r.code == 503:
+					hot503.Add(1)
+				default:
+					if broken.Add(1) <= 3 {
+						t.Logf("crowd: %d %s %v", r.code, r.body, r.err)
+					}
+				}
+			}
+		}()
+	}
+	for w := range 64 { // the registration storm: bcrypt cost 10 takes ~15/s per core
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				name := fmt.Sprintf("storm%d_%d", w, i)
+				r := c.do("POST", "/api/auth", "", "", map[string]string{"username": name, "password": "pw"})
+				switch r.code {
+				case 200:
+					authOK.Add(1)
+				case 503:
+					auth503.Add(1)
+				default:
+					if broken.Add(1) <= 3 {
+						t.Logf("storm: %d %s %v", r.code, r.body, r.err)
+					}
+				}
+			}
+		}()
+	}
+	go func() {
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(100 * time.Millisecond):
+				if rss, err := rssBytes(srv.pid()); err == nil && rss > peak.Load() {
+					peak.Store(rss)
+				}
+			}
+		}
+	}()
+	loaded, bad := normal(dur)
+	close(stop)
+	wg.Wait()
+
+	if bad != 0 || broken.Load() != 0 {
+		t.Errorf("errors other than 503: normal clients %d, crowd/storm %d", bad, broken.Load())
+	}
+	if hot503.Load() == 0 || auth503.Load() == 0 {
+		t.Errorf("no shedding: hot user 503s %d, registration 503s %d", hot503.Load(), auth503.Load())
+	}
+	if p99 := loaded.pct(.99); p99 > 500*time.Millisecond {
+		t.Errorf("admitted requests of normal clients: p99 %v under overload (baseline %v)", p99, base.pct(.99))
+	}
+	if peak.Load() > rssCeiling {
+		t.Errorf("RSS peaked at %d MiB (ceiling %d MiB)", peak.Load()>>20, rssCeiling>>20)
+	}
+	t.Logf("overload %v: normal clients baseline %s; under overload %s; hot user %d answered, %d shed (503); registrations %d created, %d shed; peak RSS %d MiB",
+		dur, base, loaded, hotOK.Load(), hot503.Load(), authOK.Load(), auth503.Load(), peak.Load()>>20)
+}

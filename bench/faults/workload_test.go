@@ -1,0 +1,193 @@
+package faults
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+type outcome uint8
+
+const (
+	unknown outcome = iota // no definite answer (timeout, refused, 5xx, 409)
+	ok                     // 2xx: applied and durable
+	fail                   // 4xx: refused, nothing applied
+)
+
+// op is one keyed change and what the client learned about it.
+type op struct {
+	user, key string
+	buy       bool
+	item      string
+	peer      string
+	amount    int64
+	outcome   outcome
+	code      int
+}
+
+func (o *op) send(c *client, tok string) result {
+	if o.buy {
+		return c.do("GET", "/api/buy/"+o.item, tok, o.key, nil)
+	}
+	return c.do("POST", "/api/sendCoin", tok, o.key, map[string]any{"toUser": o.peer, "amount": o.amount})
+}
+
+func classify(r result) outcome {
+	switch {
+	case r.code >= 200 && r.code < 300:
+		return ok
+	case r.code == 409 || r.code == 0 || r.code >= 500:
+		return unknown
+	default:
+		return fail
+	}
+}
+
+var cheapItems = []string{"pen", "socks", "cup"}
+
+// population is a set of registered users with tokens.
+type population struct {
+	names  []string
+	tokens map[string]string
+}
+
+func register(tb testing.TB, c *client, prefix string, n int) population {
+	tb.Helper()
+	p := population{tokens: map[string]string{}}
+	for i := range n {
+		name := fmt.Sprintf("%s%03d", prefix, i)
+		p.names = append(p.names, name)
+		p.tokens[name] = c.auth(tb, name, "pw-"+name)
+	}
+	return p
+}
+
+// randomOp builds a keyed buy (1 in 10: buys drain money, transfers keep
+// it moving) or transfer; pairs (2k, 2k+1) send to each other often, so
+// opposite-direction transfers happen all the time.
+func randomOp(rng *rand.Rand, p population, worker, seq int) *op {
+	u := rng.IntN(len(p.names))
+	o := &op{user: p.names[u], key: fmt.Sprintf("w%d-%d", worker, seq)}
+	switch k := rng.IntN(10); {
+	case k < 1:
+		o.buy, o.item = true, cheapItems[rng.IntN(len(cheapItems))]
+	case k < 6:
+		o.peer = p.names[u^1%len(p.names)]
+		if u^1 >= len(p.names) {
+			o.peer = p.names[(u+1)%len(p.names)]
+		}
+		o.amount = int64(rng.IntN(20) + 1)
+	default:
+		o.peer = p.names[(u+1+rng.IntN(len(p.names)-1))%len(p.names)]
+		o.amount = int64(rng.IntN(50) + 1)
+	}
+	return o
+}
+
+// chaos runs workers doing random keyed ops until ctx ends; it returns
+// every op with its outcome.
+func chaos(ctx context.Context, c *client, p population, workers int) []*op {
+	var mu sync.Mutex
+	var all []*op
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rng := rand.New(rand.NewPCG(uint64(w), uint64(time.Now().UnixNano())))
+			var mine []*op
+			for seq := 0; ctx.Err() == nil; seq++ {
+				o := randomOp(rng, p, w, seq)
+				r := o.send(c, p.tokens[o.user])
+				o.outcome, o.code = classify(r), r.code
+				mine = append(mine, o)
+				if r.code == 0 {
+					time.Sleep(5 * time.Millisecond) // server down: do not spin
+				}
+			}
+			mu.Lock()
+			all = append(all, mine...)
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	return all
+}
+
+// resolve retries every unknown op with its own key until it has a
+// definite answer: a replay of an applied change answers 2xx, a change
+// that never happened is evaluated afresh. It returns how many it resolved.
+func resolve(tb testing.TB, c *client, p population, ops []*op) int {
+	tb.Helper()
+	n := 0
+	deadline := time.Now().Add(30 * time.Second)
+	for _, o := range ops {
+		if o.outcome != unknown {
+			continue
+		}
+		for o.outcome == unknown {
+			if time.Now().After(deadline) {
+				tb.Fatalf("op %+v still unknown", o)
+			}
+			r := o.send(c, p.tokens[o.user])
+			o.outcome, o.code = classify(r), r.code
+			if o.outcome == unknown {
+				time.Sleep(20 * time.Millisecond)
+			}
+		}
+		n++
+	}
+	return n
+}
+
+type tally struct{ ok, fail, unknown int }
+
+func count(ops []*op) tally {
+	var t tally
+	for _, o := range ops {
+		switch o.outcome {
+		case ok:
+			t.ok++
+		case fail:
+			t.fail++
+		default:
+			t.unknown++
+		}
+	}
+	return t
+}
+
+// checkKeys: every ok op is in the database, no failed op is, nothing
+// else is, and every change in the ledgers has exactly one key.
+func checkKeys(tb testing.TB, dbURL string, ops []*op) {
+	tb.Helper()
+	keys, changes := dbKeys(tb, dbURL)
+	byKey := map[string]*op{}
+	for _, o := range ops {
+		byKey[o.user+"/"+o.key] = o
+		switch o.outcome {
+		case ok:
+			if !keys[o.user+"/"+o.key] {
+				tb.Errorf("acknowledged op lost: %+v", o)
+			}
+		case fail:
+			if keys[o.user+"/"+o.key] {
+				tb.Errorf("refused op applied: %+v", o)
+			}
+		}
+	}
+	for k := range keys {
+		if byKey[k] == nil {
+			tb.Errorf("database has a change nobody asked for: %s", k)
+		}
+	}
+	if changes != len(keys) {
+		tb.Errorf("ledgers hold %d changes for %d keys: a change was applied twice or without its key", changes, len(keys))
+	}
+}
+
+func isInsufficient(r result) bool { return r.code == 400 && strings.Contains(string(r.body), "insufficient") }
