@@ -37,20 +37,20 @@ const (
 // whose caller timed out is abandoned, never returned to the pool, because an
 // actor may still write to it.
 type Request struct {
-	op       op
-	phase    phase
-	held     uint8
-	item     ItemID
-	amount   Coins
-	owner    *handle // the buyer or sender
-	peer     *handle // the transfer recipient
-	key      string  // idempotency key
+	op     op
+	phase  phase
+	held   uint8
+	item   ItemID
+	amount Coins
+	owner  *handle // the buyer or sender
+	peer   *handle // the transfer recipient
+	key    string  // idempotency key
 	// keyChecked: the facade found key absent from the store, so a key
 	// missing from the actor's table is new (see keyTable.evicted).
 	keyChecked bool
-	enqueued int64   // monotime at the last send, for the mailbox wait metric
-	err      error   // journal outcome, set by JournalDone
-	reply    chan reply
+	enqueued   int64 // monotime at the last send, for the mailbox wait metric
+	err        error // journal outcome, set by JournalDone
+	reply      chan reply
 }
 
 type reply struct {

@@ -81,6 +81,9 @@ func (s *Server) HTTPServer() *fasthttp.Server {
 		CloseOnShutdown:               true,
 		DisableHeaderNamesNormalizing: false,
 		ErrorHandler:                  requestError,
+		// Unparsable requests are logged; never with their bytes, which
+		// carry bearer tokens and passwords.
+		SecureErrorLogMessage: true,
 	}
 }
 

@@ -36,9 +36,10 @@ func NewTokens(secret []byte, ttl time.Duration, cacheMax int) (*Tokens, error) 
 	if ttl <= 0 || cacheMax < 1 {
 		return nil, errors.New("api: token TTL and cache size must be positive")
 	}
-	t := &Tokens{secret: secret, ttl: ttl, now: time.Now,
-		parser: jwt.NewParser(jwt.WithValidMethods([]string{jwt.SigningMethodHS256.Alg()}),
-			jwt.WithExpirationRequired(), jwt.WithIssuedAt())}
+	t := &Tokens{secret: secret, ttl: ttl, now: time.Now}
+	// The parse and the cache check must agree on the clock.
+	t.parser = jwt.NewParser(jwt.WithValidMethods([]string{jwt.SigningMethodHS256.Alg()}),
+		jwt.WithExpirationRequired(), jwt.WithIssuedAt(), jwt.WithTimeFunc(func() time.Time { return t.now() }))
 	cache, err := otter.New(&otter.Options[string, verified]{
 		MaximumSize: cacheMax,
 		ExpiryCalculator: otter.ExpiryCreatingFunc(func(e otter.Entry[string, verified]) time.Duration {

@@ -190,4 +190,6 @@ func checkKeys(tb testing.TB, dbURL string, ops []*op) {
 	}
 }
 
-func isInsufficient(r result) bool { return r.code == 400 && strings.Contains(string(r.body), "insufficient") }
+func isInsufficient(r result) bool {
+	return r.code == 400 && strings.Contains(string(r.body), "insufficient")
+}
