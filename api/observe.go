@@ -1,4 +1,4 @@
-package main
+package api
 
 import (
 	"time"
@@ -7,16 +7,18 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"merch/actors"
-	"merch/persist"
 )
 
-// Metric names are fixed: dashboards and alerts use them. No per-user
-// labels anywhere. Label children are resolved once here.
+// Prometheus implementations of the observers the other packages declare
+// (actors.Metrics, persist.JournalMetrics by its method set), kept here
+// because api is the package that speaks Prometheus. Metric names are fixed:
+// dashboards and alerts use them. No per-user labels anywhere. Label
+// children are resolved once, at construction.
 
 var fastBuckets = []float64{.000005, .00001, .000025, .00005, .0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2}
 
-// actorMetrics implements actors.Metrics.
-type actorMetrics struct {
+// ActorMetrics implements actors.Metrics with merch_actor_* metrics.
+type ActorMetrics struct {
 	wait        prometheus.Histogram
 	messages    [len(actors.MessageKinds)]prometheus.Counter
 	process     [len(actors.MessageKinds)]prometheus.Observer
@@ -24,10 +26,11 @@ type actorMetrics struct {
 	passivation prometheus.Counter
 }
 
-var _ actors.Metrics = (*actorMetrics)(nil)
+var _ actors.Metrics = (*ActorMetrics)(nil)
 
-func newActorMetrics(reg prometheus.Registerer) *actorMetrics {
-	m := &actorMetrics{
+// NewActorMetrics registers the actor metrics with reg.
+func NewActorMetrics(reg prometheus.Registerer) *ActorMetrics {
+	m := &ActorMetrics{
 		wait: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "merch_actor_mailbox_wait_seconds",
 			Help: "Time from enqueue to the start of processing, user actors.", Buckets: fastBuckets}),
 		activations: prometheus.NewCounter(prometheus.CounterOpts{Name: "merch_actor_activations_total",
@@ -47,26 +50,26 @@ func newActorMetrics(reg prometheus.Registerer) *actorMetrics {
 	return m
 }
 
-func (m *actorMetrics) MailboxWait(d time.Duration) { m.wait.Observe(d.Seconds()) }
-func (m *actorMetrics) Processed(k actors.MessageKind, d time.Duration) {
+func (m *ActorMetrics) MailboxWait(d time.Duration) { m.wait.Observe(d.Seconds()) }
+func (m *ActorMetrics) Processed(k actors.MessageKind, d time.Duration) {
 	m.messages[k].Inc()
 	m.process[k].Observe(d.Seconds())
 }
-func (m *actorMetrics) Activated()  { m.activations.Inc() }
-func (m *actorMetrics) Passivated() { m.passivation.Inc() }
+func (m *ActorMetrics) Activated()  { m.activations.Inc() }
+func (m *ActorMetrics) Passivated() { m.passivation.Inc() }
 
-// journalMetrics implements persist.JournalMetrics.
-type journalMetrics struct {
+// JournalMetrics implements persist.JournalMetrics with merch_journal_*
+// metrics (matched by method set, so api does not import persist).
+type JournalMetrics struct {
 	batch    prometheus.Histogram
 	flush    prometheus.Histogram
 	records  [4]prometheus.Counter // by actors.RecordKind
 	failures prometheus.Counter
 }
 
-var _ persist.JournalMetrics = (*journalMetrics)(nil)
-
-func newJournalMetrics(reg prometheus.Registerer) *journalMetrics {
-	m := &journalMetrics{
+// NewJournalMetrics registers the journal metrics with reg.
+func NewJournalMetrics(reg prometheus.Registerer) *JournalMetrics {
+	m := &JournalMetrics{
 		batch: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "merch_journal_batch_records",
 			Help: "Records per committed journal batch.", Buckets: prometheus.ExponentialBuckets(1, 2, 14)}),
 		flush: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "merch_journal_flush_seconds",
@@ -83,7 +86,7 @@ func newJournalMetrics(reg prometheus.Registerer) *journalMetrics {
 	return m
 }
 
-func (m *journalMetrics) Committed(n int, byKind *[4]int, d time.Duration) {
+func (m *JournalMetrics) Committed(n int, byKind *[4]int, d time.Duration) {
 	m.batch.Observe(float64(n))
 	m.flush.Observe(d.Seconds())
 	for k, c := range byKind {
@@ -92,10 +95,10 @@ func (m *journalMetrics) Committed(n int, byKind *[4]int, d time.Duration) {
 		}
 	}
 }
-func (m *journalMetrics) Failed() { m.failures.Inc() }
+func (m *JournalMetrics) Failed() { m.failures.Inc() }
 
-// registerGauges exports values read at scrape time.
-func registerGauges(reg prometheus.Registerer, sys func() actors.Stats, journalDepth, hashDepth func() float64) {
+// RegisterGauges exports values read at scrape time.
+func RegisterGauges(reg prometheus.Registerer, sys func() actors.Stats, journalDepth, hashDepth func() float64) {
 	gauge := func(name, help string, f func() float64) {
 		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f))
 	}
@@ -109,14 +112,16 @@ func registerGauges(reg prometheus.Registerer, sys func() actors.Stats, journalD
 	gauge("merch_auth_hash_queue_depth", "bcrypt jobs waiting or running.", hashDepth)
 }
 
-func newHashHistogram(reg prometheus.Registerer) prometheus.Histogram {
+// NewHashHistogram registers merch_auth_hash_seconds.
+func NewHashHistogram(reg prometheus.Registerer) prometheus.Histogram {
 	h := prometheus.NewHistogram(prometheus.HistogramOpts{Name: "merch_auth_hash_seconds",
 		Help: "Time of one bcrypt hash or comparison.", Buckets: prometheus.ExponentialBuckets(.001, 2, 14)})
 	reg.MustRegister(h)
 	return h
 }
 
-func newRegistry() *prometheus.Registry {
+// NewRegistry returns a registry with the Go runtime and process collectors.
+func NewRegistry() *prometheus.Registry {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return reg

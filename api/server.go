@@ -34,7 +34,9 @@ type Config struct {
 	Tokens   *Tokens
 	Hasher   *Hasher
 	Limiter  *Limiter
-	Registry *prometheus.Registry // HTTP metrics register here; /metrics serves it
+	// Registry: HTTP metrics register here and /metrics serves it. nil
+	// turns HTTP metrics and /metrics off (the metrics-overhead benchmark).
+	Registry *prometheus.Registry
 	// Ready reports whether the service can take writes (migrations ran,
 	// the journal is writable).
 	Ready func(ctx context.Context) error
@@ -54,11 +56,14 @@ type Server struct {
 // New builds the router.
 func New(cfg Config) (*Server, error) {
 	if cfg.System == nil || cfg.Tokens == nil || cfg.Hasher == nil || cfg.Limiter == nil ||
-		cfg.Registry == nil || cfg.Ready == nil {
+		cfg.Ready == nil {
 		return nil, errors.New("api: incomplete Config")
 	}
 	s := &Server{sys: cfg.System, tokens: cfg.Tokens, hasher: cfg.Hasher, limiter: cfg.Limiter,
-		ready: cfg.Ready, metrics: newHTTPMetrics(cfg.Registry)}
+		ready: cfg.Ready}
+	if cfg.Registry != nil {
+		s.metrics = newHTTPMetrics(cfg.Registry)
+	}
 	s.handler = s.routes(cfg.Registry)
 	return s, nil
 }
@@ -129,13 +134,18 @@ func (s *Server) routes(reg *prometheus.Registry) fasthttp.RequestHandler {
 
 	r.GET("/healthz", s.wrap(routeHealth, healthz))
 	r.GET("/readyz", s.wrap(routeReady, s.readyz))
-	metrics := fasthttpadaptor.NewFastHTTPHandler(promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-	r.GET("/metrics", s.wrap(routeMetrics, metrics))
+	if reg != nil {
+		metrics := fasthttpadaptor.NewFastHTTPHandler(promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+		r.GET("/metrics", s.wrap(routeMetrics, metrics))
+	}
 	return r.Handler
 }
 
 // wrap records the route's metrics around h.
 func (s *Server) wrap(rt route, h fasthttp.RequestHandler) fasthttp.RequestHandler {
+	if s.metrics == nil {
+		return h
+	}
 	return func(ctx *fasthttp.RequestCtx) {
 		start := time.Now()
 		h(ctx)

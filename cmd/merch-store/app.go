@@ -84,7 +84,7 @@ func (m *Main) Start(ctx context.Context) error {
 	if m.pool, err = persist.Open(ctx, m.cfg.DatabaseURL, int32(m.cfg.DBMaxConns)); err != nil {
 		return err
 	}
-	reg := newRegistry()
+	reg := api.NewRegistry()
 	fatal := m.OnFatal
 	if fatal == nil {
 		fatal = func(err error) { slog.Error("journal fatal", "err", err) }
@@ -92,7 +92,7 @@ func (m *Main) Start(ctx context.Context) error {
 	m.journal, err = persist.OpenJournal(ctx, persist.JournalConfig{
 		Pool: m.pool, QueueMax: m.cfg.JournalQueue, BatchMax: m.cfg.JournalBatch,
 		RetryMin: journalRetryMin, RetryMax: journalRetryMax, AttemptTimeout: journalAttemptMax,
-		Metrics: newJournalMetrics(reg), Fatal: fatal,
+		Metrics: api.NewJournalMetrics(reg), Fatal: fatal,
 	})
 	if err != nil {
 		return err
@@ -101,7 +101,7 @@ func (m *Main) Start(ctx context.Context) error {
 		return fmt.Errorf("actor engine: %w", err)
 	}
 	m.sys, err = actors.NewSystem(actors.Config{
-		Engine: m.engine, Journal: m.journal, Store: persist.NewStore(m.pool), Metrics: newActorMetrics(reg),
+		Engine: m.engine, Journal: m.journal, Store: persist.NewStore(m.pool), Metrics: api.NewActorMetrics(reg),
 		InboxSize: m.cfg.InboxSize, InflightPerUserMax: m.cfg.InflightPerUser,
 		IdleTTL: m.cfg.IdleTTL, SweepInterval: actorSweepInterval, LoadTimeout: loadTimeout,
 		WriteTimeout: m.cfg.RequestTimeout, ReadTimeout: m.cfg.RequestTimeout,
@@ -122,7 +122,7 @@ func (m *Main) Start(ctx context.Context) error {
 }
 
 func (m *Main) startHTTP(reg *prometheus.Registry) error {
-	hashSeconds := newHashHistogram(reg)
+	hashSeconds := api.NewHashHistogram(reg)
 	var err error
 	m.hasher, err = api.NewHasher(m.cfg.BcryptCost, m.cfg.HashWorkers, m.cfg.HashQueue,
 		func(d time.Duration) { hashSeconds.Observe(d.Seconds()) })
@@ -137,7 +137,7 @@ func (m *Main) startHTTP(reg *prometheus.Registry) error {
 	if err != nil {
 		return err
 	}
-	registerGauges(reg, m.sys.Stats,
+	api.RegisterGauges(reg, m.sys.Stats,
 		func() float64 { return float64(m.journal.QueueDepth()) },
 		func() float64 { return float64(m.hasher.QueueDepth()) })
 	srv, err := api.New(api.Config{System: m.sys, Tokens: tokens, Hasher: m.hasher, Limiter: limiter,
@@ -212,3 +212,5 @@ func setupLogging(cfg Config, w io.Writer) {
 	}
 	slog.SetDefault(slog.New(h))
 }
+
+var _ persist.JournalMetrics = (*api.JournalMetrics)(nil)
