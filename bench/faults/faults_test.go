@@ -1,6 +1,8 @@
 package faults
 
 import (
+	"merch/bench/harness"
+
 	"context"
 	"math/rand/v2"
 	"sync"
@@ -15,13 +17,13 @@ import (
 // is, no change is applied twice, money is conserved (API and database).
 func TestFaultKill9(t *testing.T) {
 	cycles, workers, users := 5, 16, 12
-	if soak {
+	if harness.Soak {
 		cycles = 50
 	}
-	dbURL := mustDatabase(t)
-	srv := newServer(t, dbURL)
-	srv.start()
-	c := newClient(srv.addr, 64, 3*time.Second)
+	dbURL := harness.MustDatabase(t)
+	srv := harness.NewServer(t, dbURL)
+	srv.Start()
+	c := harness.NewClient(srv.Addr, 64, 3*time.Second)
 	p := register(t, c, "k", users)
 
 	ctx, cancel := context.WithCancel(context.Background())
@@ -32,10 +34,10 @@ func TestFaultKill9(t *testing.T) {
 	var downtime time.Duration
 	for range cycles {
 		time.Sleep(time.Duration(200+rng.IntN(500)) * time.Millisecond) // chaos schedule, not sync
-		srv.kill9()
+		srv.Kill9()
 		down := time.Now()
 		time.Sleep(time.Duration(rng.IntN(200)) * time.Millisecond)
-		srv.start()
+		srv.Start()
 		downtime += time.Since(down)
 	}
 	time.Sleep(300 * time.Millisecond)
@@ -46,8 +48,8 @@ func TestFaultKill9(t *testing.T) {
 	resolved := resolve(t, c, p, ops)
 	after := count(ops)
 	checkKeys(t, dbURL, ops)
-	auditDB(t, dbURL, users)
-	auditAPI(t, c, p.tokens)
+	harness.AuditDB(t, dbURL, users)
+	harness.AuditAPI(t, c, p.tokens)
 	if before.ok == 0 {
 		t.Fatal("no operation succeeded")
 	}
@@ -63,15 +65,15 @@ func TestFaultKill9(t *testing.T) {
 func TestFaultDatabaseOutage(t *testing.T) {
 	const workers, users = 16, 12
 	outage := 3 * time.Second
-	dbURL := mustDatabase(t)
-	srv := newServer(t, dbURL)
-	srv.start()
-	c := newClient(srv.addr, 64, 5*time.Second)
+	dbURL := harness.MustDatabase(t)
+	srv := harness.NewServer(t, dbURL)
+	srv.Start()
+	c := harness.NewClient(srv.Addr, 64, 5*time.Second)
 	p := register(t, c, "o", users)
 
 	type sample struct {
 		start time.Time
-		r     result
+		r     harness.Result
 		read  bool
 	}
 	var mu sync.Mutex
@@ -87,15 +89,15 @@ func TestFaultDatabaseOutage(t *testing.T) {
 			var mine []*op
 			for seq := 0; ctx.Err() == nil; seq++ {
 				start := time.Now()
-				var r result
+				var r harness.Result
 				read := seq%3 == 0
 				if read {
 					u := p.names[rng.IntN(users)]
-					r = c.do("GET", "/api/info", p.tokens[u], "", nil)
+					r = c.Do("GET", "/api/info", p.tokens[u], "", nil)
 				} else {
 					o := randomOp(rng, p, w, seq)
 					r = o.send(c, p.tokens[o.user])
-					o.outcome, o.code = classify(r), r.code
+					o.outcome, o.code = classify(r), r.Code
 					mine = append(mine, o)
 				}
 				mu.Lock()
@@ -108,33 +110,33 @@ func TestFaultDatabaseOutage(t *testing.T) {
 		}()
 	}
 	time.Sleep(500 * time.Millisecond) // steady load before the outage
-	if err := cluster.Stop("immediate"); err != nil {
+	if err := harness.Cluster.Stop("immediate"); err != nil {
 		t.Fatal(err)
 	}
 	down := time.Now()
-	if !waitUntil(5*time.Second, func() bool { return srv.get("/readyz") == 503 }) {
+	if !harness.WaitUntil(5*time.Second, func() bool { return srv.Get("/readyz") == 503 }) {
 		t.Error("/readyz did not turn 503 during the outage")
 	}
 	notReadyAfter := time.Since(down)
 	time.Sleep(outage - notReadyAfter) // keep the database down for the outage
-	if err := cluster.Start(); err != nil {
+	if err := harness.Cluster.Start(); err != nil {
 		t.Fatal(err)
 	}
 	up := time.Now()
 	var firstWrite time.Time
-	recovered := waitUntil(20*time.Second, func() bool {
+	recovered := harness.WaitUntil(20*time.Second, func() bool {
 		mu.Lock()
 		defer mu.Unlock()
 		for i := len(samples) - 1; i >= 0 && samples[i].start.After(up); i-- {
-			if !samples[i].read && samples[i].r.code == 200 {
-				firstWrite = samples[i].start.Add(samples[i].r.latency)
-				return srv.get("/readyz") == 200
+			if !samples[i].read && samples[i].r.Code == 200 {
+				firstWrite = samples[i].start.Add(samples[i].r.Latency)
+				return srv.Get("/readyz") == 200
 			}
 		}
 		return false
 	})
 	if !recovered {
-		t.Fatalf("no successful write within 20 s of PostgreSQL restarting; log:\n%s", srv.logText())
+		t.Fatalf("no successful write within 20 s of PostgreSQL restarting; log:\n%s", srv.LogText())
 	}
 	time.Sleep(500 * time.Millisecond)
 	cancel()
@@ -142,30 +144,30 @@ func TestFaultDatabaseOutage(t *testing.T) {
 
 	// Requests that started while the database was down (leaving 100 ms
 	// for the journal to notice) and finished before it came back.
-	var writeLat, readLat latencies
+	var writeLat, readLat harness.Latencies
 	var reads200, readsOther, writes503, writesOther int
 	for _, s := range samples {
-		if s.start.Before(down.Add(100*time.Millisecond)) || s.start.Add(s.r.latency).After(up) {
+		if s.start.Before(down.Add(100*time.Millisecond)) || s.start.Add(s.r.Latency).After(up) {
 			continue
 		}
 		if s.read {
-			readLat = append(readLat, s.r.latency)
-			if s.r.code == 200 {
+			readLat = append(readLat, s.r.Latency)
+			if s.r.Code == 200 {
 				reads200++
 			} else {
 				readsOther++
 			}
 			continue
 		}
-		writeLat = append(writeLat, s.r.latency)
+		writeLat = append(writeLat, s.r.Latency)
 		switch {
-		case s.r.code == 503:
+		case s.r.Code == 503:
 			writes503++
 		case isInsufficient(s.r):
 			// decided from memory: no database needed
 		default:
 			writesOther++
-			t.Errorf("write during outage answered %d %s", s.r.code, s.r.body)
+			t.Errorf("write during outage answered %d %s", s.r.Code, s.r.Body)
 		}
 	}
 	if writes503 == 0 || reads200 == 0 {
@@ -174,13 +176,13 @@ func TestFaultDatabaseOutage(t *testing.T) {
 	if readsOther != 0 {
 		t.Errorf("%d reads failed during the outage", readsOther)
 	}
-	if max := writeLat.pct(1); max > 2*time.Second {
+	if max := writeLat.Pct(1); max > 2*time.Second {
 		t.Errorf("a write took %v to fail during the outage (bound: 2 s)", max)
 	}
 	resolve(t, c, p, ops)
 	checkKeys(t, dbURL, ops)
-	auditDB(t, dbURL, users)
-	auditAPI(t, c, p.tokens)
+	harness.AuditDB(t, dbURL, users)
+	harness.AuditAPI(t, c, p.tokens)
 	t.Logf("outage %v: writes %s, all 503 (%d); reads %s, all 200 (%d); /readyz 503 after %v; first write 200 %v after restart",
 		outage, writeLat, writes503, readLat, reads200, notReadyAfter.Round(time.Millisecond),
 		firstWrite.Sub(up).Round(time.Millisecond))
@@ -191,14 +193,14 @@ func TestFaultDatabaseOutage(t *testing.T) {
 // finishes), 0 5xx, audits pass; p99 reported.
 func TestFaultContention(t *testing.T) {
 	dur := 2 * time.Second
-	if soak {
+	if harness.Soak {
 		dur = 20 * time.Second
 	}
 	t.Run("opposite", func(t *testing.T) {
-		dbURL := mustDatabase(t)
-		srv := newServer(t, dbURL)
-		srv.start()
-		c := newClient(srv.addr, 64, 5*time.Second)
+		dbURL := harness.MustDatabase(t)
+		srv := harness.NewServer(t, dbURL)
+		srv.Start()
+		c := harness.NewClient(srv.Addr, 64, 5*time.Second)
 		p := register(t, c, "ab", 2)
 		lat, errs := storm(c, 64, dur, func(w int) (string, string) {
 			if w%2 == 0 {
@@ -209,33 +211,33 @@ func TestFaultContention(t *testing.T) {
 		if errs != 0 {
 			t.Errorf("%d 5xx or transport errors", errs)
 		}
-		auditDB(t, dbURL, 2)
-		auditAPI(t, c, p.tokens)
+		harness.AuditDB(t, dbURL, 2)
+		harness.AuditAPI(t, c, p.tokens)
 		t.Logf("opposite storm, 64 clients, %v: %s", dur, lat)
 	})
 	t.Run("hot-receiver", func(t *testing.T) {
 		const senders = 200
-		dbURL := mustDatabase(t)
-		srv := newServer(t, dbURL)
-		srv.start()
-		c := newClient(srv.addr, senders, 10*time.Second)
+		dbURL := harness.MustDatabase(t)
+		srv := harness.NewServer(t, dbURL)
+		srv.Start()
+		c := harness.NewClient(srv.Addr, senders, 10*time.Second)
 		p := register(t, c, "h", senders+1)
 		hot := p.names[senders]
 		lat, errs := storm(c, senders, dur, func(w int) (string, string) { return p.names[w], hot }, p)
 		if errs != 0 {
 			t.Errorf("%d 5xx or transport errors", errs)
 		}
-		auditDB(t, dbURL, senders+1)
-		auditAPI(t, c, p.tokens)
+		harness.AuditDB(t, dbURL, senders+1)
+		harness.AuditAPI(t, c, p.tokens)
 		t.Logf("hot receiver, %d senders, %v: %s", senders, dur, lat)
 	})
 }
 
 // storm runs clients sending 1 coin from→to until dur passes; it returns
-// the latencies of 200s and the number of 5xx or transport errors.
-func storm(c *client, clients int, dur time.Duration, pair func(w int) (from, to string), p population) (latencies, int) {
+// the harness.Latencies of 200s and the number of 5xx or transport errors.
+func storm(c *harness.Client, clients int, dur time.Duration, pair func(w int) (from, to string), p population) (harness.Latencies, int) {
 	var mu sync.Mutex
-	var all latencies
+	var all harness.Latencies
 	var errs atomic.Int64
 	stop := time.Now().Add(dur)
 	var wg sync.WaitGroup
@@ -244,13 +246,13 @@ func storm(c *client, clients int, dur time.Duration, pair func(w int) (from, to
 		go func() {
 			defer wg.Done()
 			from, to := pair(w)
-			var mine latencies
+			var mine harness.Latencies
 			for time.Now().Before(stop) {
-				r := c.do("POST", "/api/sendCoin", p.tokens[from], "", map[string]any{"toUser": to, "amount": 1})
+				r := c.Do("POST", "/api/sendCoin", p.tokens[from], "", map[string]any{"toUser": to, "amount": 1})
 				switch {
-				case r.code == 200:
-					mine = append(mine, r.latency)
-				case r.code == 0 || r.code >= 500:
+				case r.Code == 200:
+					mine = append(mine, r.Latency)
+				case r.Code == 0 || r.Code >= 500:
 					errs.Add(1)
 				}
 			}

@@ -1,6 +1,8 @@
 package faults
 
 import (
+	"merch/bench/harness"
+
 	"fmt"
 	"math/rand/v2"
 	"sync"
@@ -20,19 +22,19 @@ const rssCeiling = 300 << 20
 // the normal clients must keep their latency, and RSS must stay bounded.
 func TestFaultOverload(t *testing.T) {
 	dur := 3 * time.Second
-	if soak {
+	if harness.Soak {
 		dur = 30 * time.Second
 	}
-	dbURL := mustDatabase(t)
-	srv := newServer(t, dbURL, "BCRYPT_COST=10")
-	srv.start()
-	c := newClient(srv.addr, 1024, 10*time.Second)
+	dbURL := harness.MustDatabase(t)
+	srv := harness.NewServer(t, dbURL, "BCRYPT_COST=10")
+	srv.Start()
+	c := harness.NewClient(srv.Addr, 1024, 10*time.Second)
 	p := register(t, c, "n", 20)
 	hot := p.names[0]
 
-	normal := func(d time.Duration) (latencies, int) {
+	normal := func(d time.Duration) (harness.Latencies, int) {
 		var mu sync.Mutex
-		var lat latencies
+		var lat harness.Latencies
 		var bad atomic.Int64
 		stop := time.Now().Add(d)
 		var wg sync.WaitGroup
@@ -41,23 +43,23 @@ func TestFaultOverload(t *testing.T) {
 			go func() {
 				defer wg.Done()
 				rng := rand.New(rand.NewPCG(uint64(w), 3))
-				var mine latencies
+				var mine harness.Latencies
 				for time.Now().Before(stop) {
 					u := p.names[1+rng.IntN(len(p.names)-1)]
-					var r result
+					var r harness.Result
 					if rng.IntN(2) == 0 {
-						r = c.do("GET", "/api/info", p.tokens[u], "", nil)
+						r = c.Do("GET", "/api/info", p.tokens[u], "", nil)
 					} else {
 						to := p.names[1+rng.IntN(len(p.names)-1)]
 						if to == u {
 							continue
 						}
-						r = c.do("POST", "/api/sendCoin", p.tokens[u], "", map[string]any{"toUser": to, "amount": 1})
+						r = c.Do("POST", "/api/sendCoin", p.tokens[u], "", map[string]any{"toUser": to, "amount": 1})
 					}
 					switch {
-					case r.code == 200:
-						mine = append(mine, r.latency)
-					case r.code == 0 || (r.code >= 500 && r.code != 503):
+					case r.Code == 200:
+						mine = append(mine, r.Latency)
+					case r.Code == 0 || (r.Code >= 500 && r.Code != 503):
 						bad.Add(1)
 					}
 				}
@@ -89,20 +91,20 @@ func TestFaultOverload(t *testing.T) {
 					return
 				default:
 				}
-				var r result
+				var r harness.Result
 				if i%2 == 0 {
-					r = c.do("GET", "/api/info", p.tokens[hot], "", nil)
+					r = c.Do("GET", "/api/info", p.tokens[hot], "", nil)
 				} else {
-					r = c.do("POST", "/api/sendCoin", p.tokens[hot], "", map[string]any{"toUser": p.names[1+w%19], "amount": 1})
+					r = c.Do("POST", "/api/sendCoin", p.tokens[hot], "", map[string]any{"toUser": p.names[1+w%19], "amount": 1})
 				}
 				switch {
-				case r.code == 200 || r.code == 400:
+				case r.Code == 200 || r.Code == 400:
 					hotOK.Add(1)
-				case r.code == 503:
+				case r.Code == 503:
 					hot503.Add(1)
 				default:
 					if broken.Add(1) <= 3 {
-						t.Logf("crowd: %d %s %v", r.code, r.body, r.err)
+						t.Logf("crowd: %d %s %v", r.Code, r.Body, r.Err)
 					}
 				}
 			}
@@ -119,15 +121,15 @@ func TestFaultOverload(t *testing.T) {
 				default:
 				}
 				name := fmt.Sprintf("storm%d_%d", w, i)
-				r := c.do("POST", "/api/auth", "", "", map[string]string{"username": name, "password": "pw"})
-				switch r.code {
+				r := c.Do("POST", "/api/auth", "", "", map[string]string{"username": name, "password": "pw"})
+				switch r.Code {
 				case 200:
 					authOK.Add(1)
 				case 503:
 					auth503.Add(1)
 				default:
 					if broken.Add(1) <= 3 {
-						t.Logf("storm: %d %s %v", r.code, r.body, r.err)
+						t.Logf("storm: %d %s %v", r.Code, r.Body, r.Err)
 					}
 				}
 			}
@@ -139,7 +141,7 @@ func TestFaultOverload(t *testing.T) {
 			case <-stop:
 				return
 			case <-time.After(100 * time.Millisecond):
-				if rss, err := rssBytes(srv.pid()); err == nil && rss > peak.Load() {
+				if rss, err := harness.RSSBytes(srv.PID()); err == nil && rss > peak.Load() {
 					peak.Store(rss)
 				}
 			}
@@ -155,8 +157,8 @@ func TestFaultOverload(t *testing.T) {
 	if hot503.Load() == 0 || auth503.Load() == 0 {
 		t.Errorf("no shedding: hot user 503s %d, registration 503s %d", hot503.Load(), auth503.Load())
 	}
-	if p99 := loaded.pct(.99); p99 > 500*time.Millisecond {
-		t.Errorf("admitted requests of normal clients: p99 %v under overload (baseline %v)", p99, base.pct(.99))
+	if p99 := loaded.Pct(.99); p99 > 500*time.Millisecond {
+		t.Errorf("admitted requests of normal clients: p99 %v under overload (baseline %v)", p99, base.Pct(.99))
 	}
 	if peak.Load() > rssCeiling {
 		t.Errorf("RSS peaked at %d MiB (ceiling %d MiB)", peak.Load()>>20, rssCeiling>>20)

@@ -1,6 +1,8 @@
 package faults
 
 import (
+	"merch/bench/harness"
+
 	"context"
 	"fmt"
 	"math/rand/v2"
@@ -29,18 +31,18 @@ type op struct {
 	code      int
 }
 
-func (o *op) send(c *client, tok string) result {
+func (o *op) send(c *harness.Client, tok string) harness.Result {
 	if o.buy {
-		return c.do("GET", "/api/buy/"+o.item, tok, o.key, nil)
+		return c.Do("GET", "/api/buy/"+o.item, tok, o.key, nil)
 	}
-	return c.do("POST", "/api/sendCoin", tok, o.key, map[string]any{"toUser": o.peer, "amount": o.amount})
+	return c.Do("POST", "/api/sendCoin", tok, o.key, map[string]any{"toUser": o.peer, "amount": o.amount})
 }
 
-func classify(r result) outcome {
+func classify(r harness.Result) outcome {
 	switch {
-	case r.code >= 200 && r.code < 300:
+	case r.Code >= 200 && r.Code < 300:
 		return ok
-	case r.code == 409 || r.code == 0 || r.code >= 500:
+	case r.Code == 409 || r.Code == 0 || r.Code >= 500:
 		return unknown
 	default:
 		return fail
@@ -55,13 +57,13 @@ type population struct {
 	tokens map[string]string
 }
 
-func register(tb testing.TB, c *client, prefix string, n int) population {
+func register(tb testing.TB, c *harness.Client, prefix string, n int) population {
 	tb.Helper()
 	p := population{tokens: map[string]string{}}
 	for i := range n {
 		name := fmt.Sprintf("%s%03d", prefix, i)
 		p.names = append(p.names, name)
-		p.tokens[name] = c.auth(tb, name, "pw-"+name)
+		p.tokens[name] = c.Auth(tb, name, "pw-"+name)
 	}
 	return p
 }
@@ -90,7 +92,7 @@ func randomOp(rng *rand.Rand, p population, worker, seq int) *op {
 
 // chaos runs workers doing random keyed ops until ctx ends; it returns
 // every op with its outcome.
-func chaos(ctx context.Context, c *client, p population, workers int) []*op {
+func chaos(ctx context.Context, c *harness.Client, p population, workers int) []*op {
 	var mu sync.Mutex
 	var all []*op
 	var wg sync.WaitGroup
@@ -103,9 +105,9 @@ func chaos(ctx context.Context, c *client, p population, workers int) []*op {
 			for seq := 0; ctx.Err() == nil; seq++ {
 				o := randomOp(rng, p, w, seq)
 				r := o.send(c, p.tokens[o.user])
-				o.outcome, o.code = classify(r), r.code
+				o.outcome, o.code = classify(r), r.Code
 				mine = append(mine, o)
-				if r.code == 0 {
+				if r.Code == 0 {
 					time.Sleep(5 * time.Millisecond) // server down: do not spin
 				}
 			}
@@ -121,7 +123,7 @@ func chaos(ctx context.Context, c *client, p population, workers int) []*op {
 // resolve retries every unknown op with its own key until it has a
 // definite answer: a replay of an applied change answers 2xx, a change
 // that never happened is evaluated afresh. It returns how many it resolved.
-func resolve(tb testing.TB, c *client, p population, ops []*op) int {
+func resolve(tb testing.TB, c *harness.Client, p population, ops []*op) int {
 	tb.Helper()
 	n := 0
 	deadline := time.Now().Add(30 * time.Second)
@@ -134,7 +136,7 @@ func resolve(tb testing.TB, c *client, p population, ops []*op) int {
 				tb.Fatalf("op %+v still unknown", o)
 			}
 			r := o.send(c, p.tokens[o.user])
-			o.outcome, o.code = classify(r), r.code
+			o.outcome, o.code = classify(r), r.Code
 			if o.outcome == unknown {
 				time.Sleep(20 * time.Millisecond)
 			}
@@ -165,7 +167,7 @@ func count(ops []*op) tally {
 // else is, and every change in the ledgers has exactly one key.
 func checkKeys(tb testing.TB, dbURL string, ops []*op) {
 	tb.Helper()
-	keys, changes := dbKeys(tb, dbURL)
+	keys, changes := harness.DBKeys(tb, dbURL)
 	byKey := map[string]*op{}
 	for _, o := range ops {
 		byKey[o.user+"/"+o.key] = o
@@ -190,6 +192,6 @@ func checkKeys(tb testing.TB, dbURL string, ops []*op) {
 	}
 }
 
-func isInsufficient(r result) bool {
-	return r.code == 400 && strings.Contains(string(r.body), "insufficient")
+func isInsufficient(r harness.Result) bool {
+	return r.Code == 400 && strings.Contains(string(r.Body), "insufficient")
 }

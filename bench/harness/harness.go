@@ -1,4 +1,7 @@
-package faults
+// Package harness runs the real merch-store binary against a real
+// PostgreSQL for the fault tests and the scale benchmarks: build, start,
+// kill -9, stop, HTTP clients, and the money audits (API and database).
+package harness
 
 import (
 	"bytes"
@@ -24,19 +27,23 @@ import (
 	"merch/persist"
 )
 
-// The fault tests run the real server binary as a separate process against
+// The fault tests run the real Server binary as a separate process against
 // a real PostgreSQL (pgtest), so kill -9 and database outages are real.
 
 var (
 	serverBin string
-	cluster   *pgtest.Cluster
-	soak      = os.Getenv("SOAK") != ""
+	// Cluster is the PostgreSQL Server the tests of the package use.
+	Cluster *pgtest.Cluster
+	// Soak is true under make soak (SOAK=1): long versions of the tests.
+	Soak = os.Getenv("SOAK") != ""
 )
 
-func TestMain(m *testing.M) {
+// Main builds the Server binary and starts PostgreSQL, runs the tests and
+// exits. Call it from TestMain.
+func Main(m *testing.M) {
 	code, err := setup(m)
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "faults:", err)
+		fmt.Fprintln(os.Stderr, "harness:", err)
 		os.Exit(1)
 	}
 	os.Exit(code)
@@ -52,22 +59,23 @@ func setup(m *testing.M) (int, error) {
 	build := exec.Command("go", "build", "-o", serverBin, "merch/cmd/merch-store")
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr
 	if err := build.Run(); err != nil {
-		return 0, fmt.Errorf("build server: %w", err)
+		return 0, fmt.Errorf("build Server: %w", err)
 	}
-	cluster, err = pgtest.Start(pgtest.Options{})
+	Cluster, err = pgtest.Start(pgtest.Options{})
 	if err != nil {
 		return 0, err
 	}
-	defer cluster.Close()
+	defer Cluster.Close()
 	return m.Run(), nil
 }
 
 var dbSeq int
 
-func mustDatabase(tb testing.TB) string {
+// MustDatabase creates a fresh database and returns its URL.
+func MustDatabase(tb testing.TB) string {
 	tb.Helper()
 	dbSeq++
-	url, err := cluster.CreateDatabase(fmt.Sprintf("faults_%d", dbSeq))
+	url, err := Cluster.CreateDatabase(fmt.Sprintf("h_%d", dbSeq))
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -84,28 +92,28 @@ func freeAddr(tb testing.TB) string {
 	return l.Addr().String()
 }
 
-// server is the merch-store binary running as a child process.
-type server struct {
+// Server is the merch-store binary running as a child process.
+type Server struct {
 	tb   testing.TB
-	addr string
+	Addr string // host:port, the same across restarts
 	env  []string
 	cmd  *exec.Cmd
 	log  *bytes.Buffer
 	mu   sync.Mutex
 }
 
-func newServer(tb testing.TB, dbURL string, extraEnv ...string) *server {
+func NewServer(tb testing.TB, dbURL string, extraEnv ...string) *Server {
 	tb.Helper()
-	s := &server{tb: tb, addr: freeAddr(tb)}
-	s.env = append(os.Environ(), "HTTP_ADDR="+s.addr, "DATABASE_URL="+dbURL,
+	s := &Server{tb: tb, Addr: freeAddr(tb)}
+	s.env = append(os.Environ(), "HTTP_ADDR="+s.Addr, "DATABASE_URL="+dbURL,
 		"JWT_SECRET=faults-secret-0123456789", "BCRYPT_COST=4", "LOG_LEVEL=warn")
 	s.env = append(s.env, extraEnv...)
-	tb.Cleanup(s.stop)
+	tb.Cleanup(s.Stop)
 	return s
 }
 
 // start launches the binary and waits until /readyz answers 200.
-func (s *server) start() {
+func (s *Server) Start() {
 	s.tb.Helper()
 	s.mu.Lock()
 	s.log = new(bytes.Buffer)
@@ -118,19 +126,19 @@ func (s *server) start() {
 	if err != nil {
 		s.tb.Fatal(err)
 	}
-	if !waitUntil(15*time.Second, func() bool { return s.get("/readyz") == 200 }) {
-		s.tb.Fatalf("server not ready; log:\n%s", s.logText())
+	if !WaitUntil(15*time.Second, func() bool { return s.Get("/readyz") == 200 }) {
+		s.tb.Fatalf("Server not ready; log:\n%s", s.LogText())
 	}
 }
 
-func (s *server) logText() string {
+func (s *Server) LogText() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.log.String()
 }
 
-// kill9 kills the server with SIGKILL and reaps it.
-func (s *server) kill9() {
+// kill9 kills the Server with SIGKILL and reaps it.
+func (s *Server) Kill9() {
 	s.tb.Helper()
 	s.mu.Lock()
 	cmd := s.cmd
@@ -143,8 +151,8 @@ func (s *server) kill9() {
 	_ = cmd.Wait()
 }
 
-// stop stops the server gracefully (SIGTERM), killing it if it hangs.
-func (s *server) stop() {
+// stop stops the Server gracefully (SIGTERM), killing it if it hangs.
+func (s *Server) Stop() {
 	s.mu.Lock()
 	cmd := s.cmd
 	s.cmd = nil
@@ -160,11 +168,11 @@ func (s *server) stop() {
 	case <-time.After(20 * time.Second):
 		_ = cmd.Process.Signal(syscall.SIGKILL)
 		<-done
-		s.tb.Errorf("server did not stop on SIGTERM")
+		s.tb.Errorf("Server did not stop on SIGTERM")
 	}
 }
 
-func (s *server) pid() int {
+func (s *Server) PID() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.cmd == nil {
@@ -175,8 +183,8 @@ func (s *server) pid() int {
 
 var quick = &http.Client{Timeout: 2 * time.Second}
 
-func (s *server) get(path string) int {
-	resp, err := quick.Get("http://" + s.addr + path)
+func (s *Server) Get(path string) int {
+	resp, err := quick.Get("http://" + s.Addr + path)
 	if err != nil {
 		return 0
 	}
@@ -185,8 +193,8 @@ func (s *server) get(path string) int {
 	return resp.StatusCode
 }
 
-// waitUntil polls cond every 20 ms until it holds or d passes.
-func waitUntil(d time.Duration, cond func() bool) bool {
+// WaitUntil polls cond every 20 ms until it holds or d passes.
+func WaitUntil(d time.Duration, cond func() bool) bool {
 	deadline := time.Now().Add(d)
 	for {
 		if cond() {
@@ -199,27 +207,27 @@ func waitUntil(d time.Duration, cond func() bool) bool {
 	}
 }
 
-// client talks to the server over keep-alive connections.
-type client struct {
+// Client talks to the Server over keep-alive connections.
+type Client struct {
 	base string
 	hc   *http.Client
 }
 
-func newClient(addr string, conns int, timeout time.Duration) *client {
+func NewClient(addr string, conns int, timeout time.Duration) *Client {
 	tr := &http.Transport{MaxIdleConns: conns, MaxIdleConnsPerHost: conns, MaxConnsPerHost: conns,
 		IdleConnTimeout: 30 * time.Second}
-	return &client{base: "http://" + addr, hc: &http.Client{Timeout: timeout, Transport: tr}}
+	return &Client{base: "http://" + addr, hc: &http.Client{Timeout: timeout, Transport: tr}}
 }
 
-// result of one request: code 0 means no HTTP answer (timeout, refused).
-type result struct {
-	code    int
-	body    []byte
-	latency time.Duration
-	err     error
+// Result of one request: code 0 means no HTTP answer (timeout, refused).
+type Result struct {
+	Code    int
+	Body    []byte
+	Latency time.Duration
+	Err     error
 }
 
-func (c *client) do(method, path, token, key string, body any) result {
+func (c *Client) Do(method, path, token, key string, body any) Result {
 	var rd io.Reader
 	if body != nil {
 		b, _ := json.Marshal(body)
@@ -227,7 +235,7 @@ func (c *client) do(method, path, token, key string, body any) result {
 	}
 	req, err := http.NewRequest(method, c.base+path, rd)
 	if err != nil {
-		return result{err: err}
+		return Result{Err: err}
 	}
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
@@ -238,26 +246,26 @@ func (c *client) do(method, path, token, key string, body any) result {
 	start := time.Now()
 	resp, err := c.hc.Do(req)
 	if err != nil {
-		return result{err: err, latency: time.Since(start)}
+		return Result{Err: err, Latency: time.Since(start)}
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
-	return result{code: resp.StatusCode, body: b, latency: time.Since(start), err: err}
+	return Result{Code: resp.StatusCode, Body: b, Latency: time.Since(start), Err: err}
 }
 
-func (c *client) auth(tb testing.TB, user, password string) string {
+func (c *Client) Auth(tb testing.TB, user, password string) string {
 	tb.Helper()
 	for attempt := 0; attempt < 50; attempt++ {
-		r := c.do("POST", "/api/auth", "", "", map[string]string{"username": user, "password": password})
-		if r.code == 200 {
+		r := c.Do("POST", "/api/auth", "", "", map[string]string{"username": user, "password": password})
+		if r.Code == 200 {
 			var out struct{ Token string }
-			if err := json.Unmarshal(r.body, &out); err != nil {
+			if err := json.Unmarshal(r.Body, &out); err != nil {
 				tb.Fatal(err)
 			}
 			return out.Token
 		}
-		if r.code != 503 && r.code != 0 {
-			tb.Fatalf("auth %s: %d %s", user, r.code, r.body)
+		if r.Code != 503 && r.Code != 0 {
+			tb.Fatalf("auth %s: %d %s", user, r.Code, r.Body)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -265,7 +273,7 @@ func (c *client) auth(tb testing.TB, user, password string) string {
 	return ""
 }
 
-type info struct {
+type Info struct {
 	Coins     int64 `json:"coins"`
 	Inventory []struct {
 		Type     string `json:"type"`
@@ -283,24 +291,24 @@ type info struct {
 	} `json:"coinHistory"`
 }
 
-var prices = map[string]int64{"t-shirt": 80, "cup": 20, "book": 50, "pen": 10, "powerbank": 200,
+var Prices = map[string]int64{"t-shirt": 80, "cup": 20, "book": 50, "pen": 10, "powerbank": 200,
 	"hoody": 300, "umbrella": 200, "socks": 10, "wallet": 50, "pink-hoody": 500}
 
-// auditAPI checks money conservation through the API: Σ balances +
+// AuditAPI checks money conservation through the API: Σ balances +
 // Σ inventory value = 1000 × users, no negative balance, and every
 // transfer seen the same from both sides.
-func auditAPI(tb testing.TB, c *client, tokens map[string]string) {
+func AuditAPI(tb testing.TB, c *Client, tokens map[string]string) {
 	tb.Helper()
 	var total int64
 	sent := map[[2]string]int64{}
 	recv := map[[2]string]int64{}
 	for user, tok := range tokens {
-		r := c.do("GET", "/api/info", tok, "", nil)
-		if r.code != 200 {
-			tb.Fatalf("info %s: %d %s %v", user, r.code, r.body, r.err)
+		r := c.Do("GET", "/api/info", tok, "", nil)
+		if r.Code != 200 {
+			tb.Fatalf("Info %s: %d %s %v", user, r.Code, r.Body, r.Err)
 		}
-		var in info
-		if err := json.Unmarshal(r.body, &in); err != nil {
+		var in Info
+		if err := json.Unmarshal(r.Body, &in); err != nil {
 			tb.Fatal(err)
 		}
 		if in.Coins < 0 {
@@ -308,7 +316,7 @@ func auditAPI(tb testing.TB, c *client, tokens map[string]string) {
 		}
 		total += in.Coins
 		for _, it := range in.Inventory {
-			total += it.Quantity * prices[it.Type]
+			total += it.Quantity * Prices[it.Type]
 		}
 		for _, s := range in.CoinHistory.Sent {
 			sent[[2]string{user, s.ToUser}] += s.Amount
@@ -330,8 +338,8 @@ func auditAPI(tb testing.TB, c *client, tokens map[string]string) {
 	}
 }
 
-// auditDB runs persist.Audit on the database.
-func auditDB(tb testing.TB, dbURL string, users int) {
+// AuditDB runs persist.Audit on the database.
+func AuditDB(tb testing.TB, dbURL string, users int) {
 	tb.Helper()
 	ctx := context.Background()
 	pool, err := persist.Open(ctx, dbURL, 2)
@@ -348,9 +356,9 @@ func auditDB(tb testing.TB, dbURL string, users int) {
 	}
 }
 
-// dbKeys returns every idempotency key stored with a change, and how many
+// DBKeys returns every idempotency key stored with a change, and how many
 // changes the ledgers hold.
-func dbKeys(tb testing.TB, dbURL string) (keys map[string]bool, changes int) {
+func DBKeys(tb testing.TB, dbURL string) (keys map[string]bool, changes int) {
 	tb.Helper()
 	ctx := context.Background()
 	pool, err := persist.Open(ctx, dbURL, 2)
@@ -377,26 +385,26 @@ func dbKeys(tb testing.TB, dbURL string) (keys map[string]bool, changes int) {
 	return keys, changes
 }
 
-// latencies summarises durations.
-type latencies []time.Duration
+// Latencies summarises durations.
+type Latencies []time.Duration
 
-func (l latencies) pct(p float64) time.Duration {
+func (l Latencies) Pct(p float64) time.Duration {
 	if len(l) == 0 {
 		return 0
 	}
-	s := append(latencies(nil), l...)
+	s := append(Latencies(nil), l...)
 	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
 	i := int(p * float64(len(s)-1))
 	return s[i]
 }
 
-func (l latencies) String() string {
-	return fmt.Sprintf("n=%d p50=%v p99=%v max=%v", len(l), l.pct(.5).Round(time.Microsecond),
-		l.pct(.99).Round(time.Microsecond), l.pct(1).Round(time.Microsecond))
+func (l Latencies) String() string {
+	return fmt.Sprintf("n=%d p50=%v p99=%v max=%v", len(l), l.Pct(.5).Round(time.Microsecond),
+		l.Pct(.99).Round(time.Microsecond), l.Pct(1).Round(time.Microsecond))
 }
 
-// rssBytes reads a process's resident set size from /proc.
-func rssBytes(pid int) (int64, error) {
+// RSSBytes reads a process's resident set size from /proc.
+func RSSBytes(pid int) (int64, error) {
 	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
 	if err != nil {
 		return 0, err
