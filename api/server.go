@@ -30,10 +30,10 @@ const (
 
 // Config builds a Server. Every field is required.
 type Config struct {
-	System   *actors.System
-	Tokens   *Tokens
-	Hasher   *Hasher
-	Limiter  *Limiter
+	System  *actors.System
+	Tokens  *Tokens
+	Hasher  *Hasher
+	Limiter *Limiter
 	// Registry: HTTP metrics register here and /metrics serves it. nil
 	// turns HTTP metrics and /metrics off (the metrics-overhead benchmark).
 	Registry *prometheus.Registry

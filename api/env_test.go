@@ -1,0 +1,565 @@
+package api
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/anthdm/hollywood/actor"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/valyala/fasthttp"
+	"github.com/valyala/fasthttp/fasthttputil"
+	"golang.org/x/crypto/bcrypt"
+
+	"merch/actors"
+)
+
+// failTimeout only bounds a failure; nothing waits for it on success.
+const failTimeout = 10 * time.Second
+
+// testSecret signs every token in these tests.
+var testSecret = []byte("test-secret-0123456789abcdef")
+
+// fakeStore is the durable state: a map of users, changed only by the fake
+// journal's writer goroutine. Safe for concurrent use.
+type fakeStore struct {
+	mu         sync.Mutex
+	users      map[string]actors.UserState
+	registered map[string]int // successful Registered records per name
+	loadErr    atomic.Pointer[error]
+}
+
+func newFakeStore() *fakeStore {
+	return &fakeStore{users: make(map[string]actors.UserState), registered: make(map[string]int)}
+}
+
+// LoadUser implements actors.Store.
+func (s *fakeStore) LoadUser(_ context.Context, name string) (actors.UserState, error) {
+	if p := s.loadErr.Load(); p != nil {
+		return actors.UserState{}, *p
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st, ok := s.users[name]
+	if !ok {
+		return actors.UserState{}, actors.ErrUnknownUser
+	}
+	st.Received = append([]actors.Counterparty(nil), st.Received...)
+	st.Sent = append([]actors.Counterparty(nil), st.Sent...)
+	st.Keys = append([]actors.KeyOutcome(nil), st.Keys...)
+	return st, nil
+}
+
+// KeyApplied implements actors.Store.
+func (s *fakeStore) KeyApplied(_ context.Context, user, key string) (actors.KeyOutcome, bool, error) {
+	if p := s.loadErr.Load(); p != nil {
+		return actors.KeyOutcome{}, false, *p
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, k := range s.users[user].Keys {
+		if k.Key == key {
+			return k, true, nil
+		}
+	}
+	return actors.KeyOutcome{}, false, nil
+}
+
+// put installs a user directly (as if loaded from PostgreSQL).
+func (s *fakeStore) put(name string, st actors.UserState) {
+	s.mu.Lock()
+	s.users[name] = st
+	s.mu.Unlock()
+}
+
+func (s *fakeStore) registrations(name string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.registered[name]
+}
+
+func (s *fakeStore) coins(name string) (actors.Coins, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st, ok := s.users[name]
+	return st.Coins, ok
+}
+
+func addCounterparty(list []actors.Counterparty, user string, amount actors.Coins) []actors.Counterparty {
+	for i := range list {
+		if list[i].User == user {
+			list[i].Amount += amount
+			return list
+		}
+	}
+	return append(list, actors.Counterparty{User: user, Amount: amount})
+}
+
+// apply makes rec durable, as PostgreSQL would.
+func (s *fakeStore) apply(rec *actors.Record) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch rec.Kind {
+	case actors.Registered:
+		if _, ok := s.users[rec.User]; ok {
+			return actors.ErrUserExists
+		}
+		s.users[rec.User] = actors.UserState{PasswordHash: rec.PasswordHash, Coins: rec.Amount}
+		s.registered[rec.User]++
+	case actors.Purchased:
+		st := s.users[rec.User]
+		st.Coins -= rec.Amount
+		st.Inventory[rec.Item]++
+		if rec.Key != "" {
+			st.Keys = append(st.Keys, actors.KeyOutcome{Key: rec.Key, Kind: rec.Kind, Item: rec.Item, Amount: rec.Amount})
+		}
+		s.users[rec.User] = st
+	case actors.Transferred:
+		from, to := s.users[rec.User], s.users[rec.Peer]
+		from.Coins -= rec.Amount
+		from.Sent = addCounterparty(from.Sent, rec.Peer, rec.Amount)
+		if rec.Key != "" {
+			from.Keys = append(from.Keys, actors.KeyOutcome{Key: rec.Key, Kind: rec.Kind, Peer: rec.Peer, Amount: rec.Amount})
+		}
+		s.users[rec.User] = from
+		to.Coins += rec.Amount
+		to.Received = addCounterparty(to.Received, rec.User, rec.Amount)
+		s.users[rec.Peer] = to
+	default:
+		return errors.New("fake store: unknown record kind")
+	}
+	return nil
+}
+
+// fakeJournal completes records from one goroutine, in append order, after
+// applying them to the store. Its queue is bounded: full means
+// ErrOverloaded, like persist.Journal.
+type fakeJournal struct {
+	store    *fakeStore
+	queue    chan actors.Record
+	stop     chan struct{}
+	stopped  chan struct{}
+	closed   atomic.Bool
+	refuse   atomic.Pointer[error] // Append answers this when set
+	fail     atomic.Pointer[error] // records complete with this when set
+	hold     atomic.Pointer[chan struct{}]
+	appended atomic.Int64
+}
+
+// pause holds every record until the returned resume is called (once).
+func (j *fakeJournal) pause(tb testing.TB) (resume func()) {
+	ch := make(chan struct{})
+	j.hold.Store(&ch)
+	var once sync.Once
+	resume = func() {
+		once.Do(func() {
+			j.hold.Store(nil)
+			close(ch)
+		})
+	}
+	tb.Cleanup(resume)
+	return resume
+}
+
+const fakeJournalQueueMax = 1024
+
+func mustFakeJournal(tb testing.TB, store *fakeStore) *fakeJournal {
+	tb.Helper()
+	j := &fakeJournal{store: store, queue: make(chan actors.Record, fakeJournalQueueMax),
+		stop: make(chan struct{}), stopped: make(chan struct{})}
+	go j.run()
+	tb.Cleanup(j.close)
+	return j
+}
+
+// Append implements actors.Journal.
+func (j *fakeJournal) Append(rec *actors.Record) error {
+	if j.closed.Load() {
+		return actors.ErrClosed
+	}
+	if p := j.refuse.Load(); p != nil {
+		return *p
+	}
+	select {
+	case j.queue <- *rec:
+		j.appended.Add(1)
+		return nil
+	default:
+		return actors.ErrOverloaded
+	}
+}
+
+func (j *fakeJournal) run() {
+	defer close(j.stopped)
+	for {
+		select {
+		case <-j.stop:
+			return
+		case rec := <-j.queue:
+			if h := j.hold.Load(); h != nil {
+				select {
+				case <-*h:
+				case <-j.stop:
+					return
+				}
+			}
+			var err error
+			if p := j.fail.Load(); p != nil {
+				err = *p
+			} else {
+				err = j.store.apply(&rec)
+			}
+			rec.Done.JournalDone(err)
+		}
+	}
+}
+
+func (j *fakeJournal) close() {
+	if j.closed.CompareAndSwap(false, true) {
+		close(j.stop)
+		<-j.stopped
+	}
+}
+
+// instantJournal commits every record at once, on the appending goroutine,
+// and keeps nothing: for allocation tests and benchmarks.
+type instantJournal struct{}
+
+func (instantJournal) Append(rec *actors.Record) error {
+	rec.Done.JournalDone(nil)
+	return nil
+}
+
+// envConfig tunes a test environment; zero values take the defaults below.
+type envConfig struct {
+	failuresMax  int
+	window       time.Duration
+	hashWorkers  int
+	hashQueue    int
+	observe      func(time.Duration) // called after the counting observer
+	journal      actors.Journal      // nil: a fakeJournal
+	tokenTTL     time.Duration
+	noHTTPServer bool
+	logger       fasthttp.Logger      // the HTTP server's error log; nil: discarded
+	registry     *prometheus.Registry // nil: a fresh empty one
+	actorMetrics actors.Metrics       // nil: actors.NopMetrics
+}
+
+// testEnv is a real System (hollywood engine, user actors) behind the real
+// router, served by the real fasthttp server config over an in-memory
+// listener.
+type testEnv struct {
+	srv      *Server
+	sys      *actors.System
+	store    *fakeStore
+	journal  *fakeJournal // nil when envConfig.journal was set
+	tokens   *Tokens
+	hasher   *Hasher
+	limiter  *Limiter
+	registry *prometheus.Registry
+	hashes   atomic.Int64 // bcrypt runs observed
+	readyErr atomic.Pointer[error]
+	ln       *fasthttputil.InmemoryListener
+	client   *fasthttp.HostClient
+}
+
+func mustEnv(tb testing.TB, cfg envConfig) *testEnv {
+	tb.Helper()
+	if cfg.failuresMax == 0 {
+		cfg.failuresMax = 5
+	}
+	if cfg.window == 0 {
+		cfg.window = time.Hour
+	}
+	if cfg.hashWorkers == 0 {
+		cfg.hashWorkers = 2
+	}
+	if cfg.hashQueue == 0 {
+		cfg.hashQueue = 64
+	}
+	if cfg.tokenTTL == 0 {
+		cfg.tokenTTL = time.Hour
+	}
+	if cfg.registry == nil {
+		cfg.registry = prometheus.NewRegistry()
+	}
+	if cfg.actorMetrics == nil {
+		cfg.actorMetrics = actors.NopMetrics{}
+	}
+	e := &testEnv{store: newFakeStore(), registry: cfg.registry}
+	journal := cfg.journal
+	if journal == nil {
+		e.journal = mustFakeJournal(tb, e.store)
+		journal = e.journal
+	}
+	engine, err := actor.NewEngine(actor.NewEngineConfig())
+	if err != nil {
+		tb.Fatal(err)
+	}
+	e.sys, err = actors.NewSystem(actors.Config{
+		Engine: engine, Journal: journal, Store: e.store, Metrics: cfg.actorMetrics,
+		InboxSize: 8, InflightPerUserMax: 64,
+		IdleTTL: time.Hour, SweepInterval: time.Hour,
+		LoadTimeout: 5 * time.Second, WriteTimeout: 5 * time.Second, ReadTimeout: 5 * time.Second,
+	})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(e.sys.Close)
+	observe := cfg.observe
+	e.hasher, err = NewHasher(bcrypt.MinCost, cfg.hashWorkers, cfg.hashQueue, func(d time.Duration) {
+		e.hashes.Add(1)
+		if observe != nil {
+			observe(d)
+		}
+	})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(e.hasher.Close)
+	if e.tokens, err = NewTokens(testSecret, cfg.tokenTTL, 1000); err != nil {
+		tb.Fatal(err)
+	}
+	if e.limiter, err = NewLimiter(cfg.failuresMax, cfg.window, 1000); err != nil {
+		tb.Fatal(err)
+	}
+	e.srv, err = New(Config{System: e.sys, Tokens: e.tokens, Hasher: e.hasher, Limiter: e.limiter,
+		Registry: e.registry, Ready: e.ready})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if cfg.noHTTPServer {
+		return e
+	}
+	e.ln = fasthttputil.NewInmemoryListener()
+	hs := e.srv.HTTPServer()
+	hs.Logger = cfg.logger // changes no limit; keeps the test output readable
+	if hs.Logger == nil {
+		hs.Logger = discardLogger{}
+	}
+	served := make(chan error, 1)
+	go func() { served <- hs.Serve(e.ln) }()
+	e.client = &fasthttp.HostClient{Addr: "merch.test", Dial: func(string) (net.Conn, error) { return e.ln.Dial() },
+		MaxConns: 64, MaxIdemponentCallAttempts: 1}
+	tb.Cleanup(func() {
+		e.client.CloseIdleConnections()
+		_ = hs.Shutdown()
+		_ = e.ln.Close()
+		<-served
+	})
+	return e
+}
+
+type discardLogger struct{}
+
+func (discardLogger) Printf(string, ...any) {}
+
+// bufferLogger keeps what the HTTP server logs. Safe for concurrent use.
+type bufferLogger struct {
+	mu  sync.Mutex
+	buf strings.Builder
+}
+
+func (l *bufferLogger) Printf(format string, args ...any) {
+	l.mu.Lock()
+	fmt.Fprintf(&l.buf, format+"\n", args...)
+	l.mu.Unlock()
+}
+
+func (l *bufferLogger) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.String()
+}
+
+func (e *testEnv) ready(context.Context) error {
+	if p := e.readyErr.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// reply is a response, copied out of fasthttp's pooled objects.
+type reply struct {
+	status      int
+	body        string
+	contentType string
+}
+
+// req describes one request; headers are name, value pairs.
+type req struct {
+	method, path, token, body string
+	headers                   []string
+}
+
+// do sends r through the in-memory listener and the real server.
+func (e *testEnv) do(tb testing.TB, r req) reply {
+	tb.Helper()
+	q, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
+	defer fasthttp.ReleaseRequest(q)
+	defer fasthttp.ReleaseResponse(resp)
+	q.Header.SetMethod(r.method)
+	q.SetRequestURI("http://merch.test" + r.path)
+	if r.token != "" {
+		q.Header.Set(fasthttp.HeaderAuthorization, "Bearer "+r.token)
+	}
+	for i := 0; i+1 < len(r.headers); i += 2 {
+		q.Header.Set(r.headers[i], r.headers[i+1])
+	}
+	if r.body != "" {
+		q.Header.SetContentType("application/json")
+		q.SetBodyString(r.body)
+	}
+	if err := e.client.DoTimeout(q, resp, failTimeout); err != nil {
+		tb.Fatalf("%s %s: %v", r.method, r.path, err)
+	}
+	return reply{status: resp.StatusCode(), body: string(resp.Body()), contentType: string(resp.Header.ContentType())}
+}
+
+// raw writes request bytes as they are on a new connection and reads one
+// response: for requests a well-behaved client would not send.
+func (e *testEnv) raw(tb testing.TB, request string) reply {
+	tb.Helper()
+	c, err := e.ln.Dial()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.SetDeadline(time.Now().Add(failTimeout)); err != nil {
+		tb.Fatal(err)
+	}
+	writeErr := make(chan error, 1)
+	go func() { // the server may answer before it has read everything
+		_, err := c.Write([]byte(request))
+		writeErr <- err
+	}()
+	resp := fasthttp.AcquireResponse()
+	defer fasthttp.ReleaseResponse(resp)
+	if err := resp.Read(bufio.NewReader(c)); err != nil {
+		tb.Fatalf("reading response to %.60q: %v", request, err)
+	}
+	_ = c.Close()
+	<-writeErr
+	return reply{status: resp.StatusCode(), body: string(resp.Body()), contentType: string(resp.Header.ContentType())}
+}
+
+// mustAuth logs name in (registering it if new) and returns the token.
+func (e *testEnv) mustAuth(tb testing.TB, name, password string) string {
+	tb.Helper()
+	r := e.do(tb, req{method: "POST", path: "/api/auth", body: authBody(name, password)})
+	if r.status != 200 {
+		tb.Fatalf("auth %q: %d %s", name, r.status, r.body)
+	}
+	var out struct{ Token string }
+	if err := json.Unmarshal([]byte(r.body), &out); err != nil || out.Token == "" {
+		tb.Fatalf("auth %q: body %s: %v", name, r.body, err)
+	}
+	return out.Token
+}
+
+// infoBody is /api/info decoded strictly.
+type infoBody struct {
+	Coins     int64 `json:"coins"`
+	Inventory []struct {
+		Type     string `json:"type"`
+		Quantity int64  `json:"quantity"`
+	} `json:"inventory"`
+	CoinHistory struct {
+		Received []struct {
+			FromUser string `json:"fromUser"`
+			Amount   int64  `json:"amount"`
+		} `json:"received"`
+		Sent []struct {
+			ToUser string `json:"toUser"`
+			Amount int64  `json:"amount"`
+		} `json:"sent"`
+	} `json:"coinHistory"`
+}
+
+func (e *testEnv) mustInfo(tb testing.TB, token string) (infoBody, string) {
+	tb.Helper()
+	r := e.do(tb, req{method: "GET", path: "/api/info", token: token})
+	if r.status != 200 {
+		tb.Fatalf("info: %d %s", r.status, r.body)
+	}
+	var ib infoBody
+	d := json.NewDecoder(strings.NewReader(r.body))
+	d.DisallowUnknownFields()
+	if err := d.Decode(&ib); err != nil {
+		tb.Fatalf("info body %s: %v", r.body, err)
+	}
+	return ib, r.body
+}
+
+func authBody(name, password string) string {
+	b, err := json.Marshal(map[string]string{"username": name, "password": password})
+	if err != nil {
+		panic(err)
+	}
+	return string(b)
+}
+
+// mustErrorBody checks the API's error shape: JSON {"errors": non-empty
+// string} with Content-Type application/json.
+func mustErrorBody(tb testing.TB, r reply) string {
+	tb.Helper()
+	if r.contentType != "application/json" {
+		tb.Errorf("status %d: Content-Type %q, want application/json", r.status, r.contentType)
+	}
+	var m map[string]any
+	if err := json.Unmarshal([]byte(r.body), &m); err != nil {
+		tb.Fatalf("status %d: error body %q is not JSON: %v", r.status, r.body, err)
+	}
+	msg, ok := m["errors"].(string)
+	if !ok || msg == "" || len(m) != 1 {
+		tb.Fatalf("status %d: error body %q is not {\"errors\": non-empty string}", r.status, r.body)
+	}
+	return msg
+}
+
+// waitFor polls cond until it holds; the deadline only bounds a failure.
+func waitFor(tb testing.TB, what string, cond func() bool) {
+	tb.Helper()
+	deadline := time.Now().Add(failTimeout)
+	t := time.NewTicker(time.Millisecond)
+	defer t.Stop()
+	for !cond() {
+		if time.Now().After(deadline) {
+			tb.Fatalf("timed out waiting for %s", what)
+		}
+		<-t.C
+	}
+}
+
+// mustHash returns a bcrypt hash at the test cost.
+func mustHash(tb testing.TB, password string) []byte {
+	tb.Helper()
+	h, err := bcrypt.GenerateFromPassword([]byte(password), bcrypt.MinCost)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return h
+}
+
+// mustCtx prepares a request for calling the handler directly.
+func mustCtx(tb testing.TB, method, path, token, body string) *fasthttp.RequestCtx {
+	tb.Helper()
+	ctx := &fasthttp.RequestCtx{}
+	ctx.Request.Header.SetMethod(method)
+	ctx.Request.SetRequestURI(path)
+	if token != "" {
+		ctx.Request.Header.Set(fasthttp.HeaderAuthorization, "Bearer "+token)
+	}
+	if body != "" {
+		ctx.Request.SetBodyString(body)
+	}
+	return ctx
+}
