@@ -106,7 +106,7 @@ func NewServer(tb testing.TB, dbURL string, extraEnv ...string) *Server {
 	tb.Helper()
 	s := &Server{tb: tb, Addr: freeAddr(tb)}
 	s.env = append(os.Environ(), "HTTP_ADDR="+s.Addr, "DATABASE_URL="+dbURL,
-		"JWT_SECRET=faults-secret-0123456789", "BCRYPT_COST=4", "LOG_LEVEL=warn")
+		"JWT_SECRET="+JWTSecret, "BCRYPT_COST=4", "LOG_LEVEL=warn")
 	s.env = append(s.env, extraEnv...)
 	tb.Cleanup(s.Stop)
 	return s
@@ -180,6 +180,9 @@ func (s *Server) PID() int {
 	}
 	return s.cmd.Process.Pid
 }
+
+// JWTSecret is the servers' signing secret, so benchmarks can mint tokens.
+const JWTSecret = "harness-secret-0123456789"
 
 var quick = &http.Client{Timeout: 2 * time.Second}
 
