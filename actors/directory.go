@@ -30,6 +30,10 @@ type handle struct {
 	// must be replaced. Passivation is CompareAndSwap(0, -1), so an actor
 	// is only stopped when nothing is queued for it or owed to it.
 	inflight atomic.Int32
+	// own counts the pins of this user's own requests, the ones the
+	// per-user in-flight limit bounds. Credits arriving for a hot receiver
+	// pin it too, but must not make its own requests fail.
+	own      atomic.Int32
 	queued   atomic.Int32 // messages in the mailbox, for metrics
 	lastUsed atomic.Int64 // monotime of the last pin
 	broken   atomic.Bool  // set by the actor after a panic
@@ -54,29 +58,37 @@ func (h *handle) dead() bool { return h.inflight.Load() < 0 }
 // errPassivated is internal: the handle died between lookup and pin.
 var errPassivated = ErrUnavailable
 
-// pin reserves a place in the actor's queue. limit > 0 bounds the pins
-// (per-user in-flight limit); 0 means unbounded (used for credits, which
-// are bounded by their senders' limits).
+// pin keeps the actor resident for one request. limit > 0 marks the
+// user's own request, bounded by the per-user in-flight limit (release
+// with unpinOwn); 0 is a credit pin on a recipient, bounded by its
+// senders' limits (release with unpin).
 func (h *handle) pin(limit int32) (dead bool, err error) {
 	for {
 		n := h.inflight.Load()
 		if n < 0 {
 			return true, errPassivated
 		}
-		if limit > 0 && n >= limit {
-			return false, ErrOverloaded
-		}
 		if h.inflight.CompareAndSwap(n, n+1) {
-			h.lastUsed.Store(monotime())
-			return false, nil
+			break
 		}
 	}
+	if limit > 0 && h.own.Add(1) > limit {
+		h.unpinOwn()
+		return false, ErrOverloaded
+	}
+	h.lastUsed.Store(monotime())
+	return false, nil
 }
 
 func (h *handle) unpin() {
 	if h.inflight.Add(-1) < 0 {
 		panic("actors: invariant: unpinned more than pinned")
 	}
+}
+
+func (h *handle) unpinOwn() {
+	h.own.Add(-1)
+	h.unpin()
 }
 
 // send enqueues r in the actor's mailbox. The caller holds a pin.

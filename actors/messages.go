@@ -95,7 +95,7 @@ func (r *Request) JournalDone(err error) {
 func (r *Request) releaseOwner() {
 	if r.held&heldOwner != 0 {
 		r.held &^= heldOwner
-		r.owner.unpin()
+		r.owner.unpinOwn()
 	}
 }
 

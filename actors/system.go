@@ -363,7 +363,7 @@ func (s *System) send(from string, to []byte, amount Coins, key string, checked 
 	}
 	peer, err := s.resolvePinned("", to, 0, until)
 	if err != nil {
-		h.unpin()
+		h.unpinOwn()
 		if errors.Is(err, ErrUnknownUser) {
 			err = ErrUnknownRecipient
 		}
