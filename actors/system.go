@@ -13,6 +13,11 @@ import (
 	"github.com/anthdm/hollywood/actor"
 )
 
+// activations numbers every spawn in the process, so each activation's PID
+// is unique even if a passivated predecessor is still being removed from
+// hollywood's registry, or two Systems share an engine.
+var activations atomic.Uint64
+
 // Config builds a System. Every field is required; there are no hidden
 // defaults (cmd documents the defaults it passes).
 type Config struct {
@@ -65,7 +70,6 @@ type System struct {
 	journal Journal
 	metrics Metrics
 	dir     directory
-	gen     atomic.Uint64 // activation counter, makes each PID unique
 	depth   atomic.Int64  // messages queued in all user mailboxes
 	active  atomic.Int64  // resident actors
 
@@ -209,7 +213,7 @@ func (s *System) activate(sh *shard, name string) *handle {
 // receiver's Initialized and Started on this goroutine; the state is
 // already loaded, so they do nothing.
 func (s *System) spawn(h *handle, u *user) {
-	id := h.name + "#" + strconv.FormatUint(s.gen.Add(1), 36)
+	id := h.name + "#" + strconv.FormatUint(activations.Add(1), 36)
 	h.pid = s.engine.Spawn(func() actor.Receiver { return u }, "u",
 		actor.WithID(id), actor.WithInboxSize(s.cfg.InboxSize))
 	h.lastUsed.Store(monotime()) // idle from now, not since the process started

@@ -180,6 +180,14 @@ func (u *user) recoverPanic() {
 		"stack", string(debug.Stack()))
 	if r := u.cur; r != nil {
 		u.cur = nil
+		if r.phase == phaseCommitted && r.op == opSend && r.err == nil && r.held&heldPeer != 0 {
+			// The transfer is durable: the recipient must still apply it
+			// and answer, whatever happened to this actor.
+			r.phase = phaseCredit
+			r.releaseOwner()
+			r.peer.send(r)
+			return
+		}
 		r.respond(ErrInternal, nil)
 	}
 }

@@ -167,6 +167,9 @@ func (w *Wallet) ReserveItem(id ItemID) error {
 
 // Release drops a reservation whose record did not commit.
 func (w *Wallet) Release(amount Coins) {
+	if amount < 0 {
+		panic("actors: invariant: negative release")
+	}
 	w.reserved -= amount
 	if w.reserved < 0 {
 		panic("actors: invariant: negative reservation")
