@@ -70,8 +70,8 @@ type System struct {
 	journal Journal
 	metrics Metrics
 	dir     directory
-	depth   atomic.Int64  // messages queued in all user mailboxes
-	active  atomic.Int64  // resident actors
+	depth   atomic.Int64 // messages queued in all user mailboxes
+	active  atomic.Int64 // resident actors
 
 	stop chan struct{}
 	wg   sync.WaitGroup

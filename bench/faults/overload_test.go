@@ -97,10 +97,10 @@ func TestFaultOverload(t *testing.T) {
 				} else {
 					r = c.Do("POST", "/api/sendCoin", p.tokens[hot], "", map[string]any{"toUser": p.names[1+w%19], "amount": 1})
 				}
-				switch {
-				case r.Code == 200 || r.Code == 400:
+				switch r.Code {
+				case 200, 400:
 					hotOK.Add(1)
-				case r.Code == 503:
+				case 503:
 					hot503.Add(1)
 				default:
 					if broken.Add(1) <= 3 {

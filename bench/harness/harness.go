@@ -54,7 +54,7 @@ func setup(m *testing.M) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	defer os.RemoveAll(dir)
+	defer func() { _ = os.RemoveAll(dir) }()
 	serverBin = filepath.Join(dir, "merch-store")
 	build := exec.Command("go", "build", "-o", serverBin, "merch/cmd/merch-store")
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr
@@ -88,7 +88,7 @@ func freeAddr(tb testing.TB) string {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	defer l.Close()
+	defer func() { _ = l.Close() }()
 	return l.Addr().String()
 }
 
@@ -192,7 +192,7 @@ func (s *Server) Get(path string) int {
 		return 0
 	}
 	_, _ = io.Copy(io.Discard, resp.Body)
-	resp.Body.Close()
+	_ = resp.Body.Close()
 	return resp.StatusCode
 }
 
@@ -251,7 +251,7 @@ func (c *Client) Do(method, path, token, key string, body any) Result {
 	if err != nil {
 		return Result{Err: err, Latency: time.Since(start)}
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	b, err := io.ReadAll(resp.Body)
 	return Result{Code: resp.StatusCode, Body: b, Latency: time.Since(start), Err: err}
 }

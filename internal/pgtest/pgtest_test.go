@@ -25,7 +25,7 @@ func psqlURL(t *testing.T, c *Cluster, connURL, sql string) (string, error) {
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
-		return "", fmt.Errorf("psql %s -c %q: %v: %s", connURL, sql, err, stderr.String())
+		return "", fmt.Errorf("psql %s -c %q: %w: %s", connURL, sql, err, stderr.String())
 	}
 	return strings.TrimSpace(stdout.String()), nil
 }
