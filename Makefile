@@ -22,12 +22,14 @@ run: build
 	@if [ -z "$$DATABASE_URL" ]; then scripts/pg.sh up; fi
 	DATABASE_URL="$${DATABASE_URL:-$$(scripts/pg.sh url)}" $(BIN)/merch-store
 
-## test: vet, the race-enabled suite with coverage, then the allocation budgets (they need -race off).
+## test: vet; the race-enabled suite with coverage; the allocation budgets (they need -race off);
+## then the quick fault tests on their own (they measure latency, so nothing else may compete for the cores).
 test:
 	$(GO) vet ./...
-	$(GO) test -race -count=1 -timeout 20m -coverprofile=coverage.out ./...
+	$(GO) test -race -count=1 -timeout 20m -coverprofile=coverage.out $$($(GO) list ./... | grep -v /bench/faults)
 	@$(GO) tool cover -func=coverage.out | tail -1
 	$(GO) test -count=1 -timeout 10m -run 'Alloc' ./...
+	$(GO) test -count=1 -timeout 20m -v -run 'Fault' ./bench/faults 2>&1 | grep -E '^(--- |ok|FAIL|panic|\s+\w+_test\.go)'; exit $${PIPESTATUS[0]}
 
 ## lint: gofmt, go vet and golangci-lint at a pinned version.
 lint: $(BIN)/golangci-lint

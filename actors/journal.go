@@ -51,8 +51,9 @@ type Completion interface {
 // actors into one database transaction (group commit).
 type Journal interface {
 	// Append queues a copy of rec and returns at once. It returns
-	// ErrOverloaded when its bounded queue is full and ErrClosed after
-	// shutdown began; in both cases rec.Done is never called.
+	// ErrOverloaded when its bounded queue is full, ErrUnavailable while
+	// the database is unreachable and ErrClosed after shutdown began; then
+	// rec.Done is never called.
 	Append(rec *Record) error
 }
 

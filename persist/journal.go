@@ -97,6 +97,12 @@ func (j *Journal) Append(rec *actors.Record) error {
 	if j.closing.Load() {
 		return actors.ErrClosed
 	}
+	if !j.healthy.Load() {
+		// The writer is retrying a failed batch (database unreachable):
+		// refuse new work at once rather than let it wait for a deadline.
+		// The batch being retried detects recovery by itself.
+		return actors.ErrUnavailable
+	}
 	select {
 	case j.queue <- entry{rec: *rec}:
 		return nil

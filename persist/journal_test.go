@@ -245,6 +245,9 @@ func TestJournalQueueFullAndOutageRecovery(t *testing.T) {
 	if err := j.Ready(context.Background()); err == nil {
 		t.Fatal("Ready during outage = nil")
 	}
+	if err := appendPen(); !errors.Is(err, actors.ErrUnavailable) {
+		t.Fatalf("append during outage: %v, want ErrUnavailable at once", err)
+	}
 	if err := cluster.Start(); err != nil {
 		t.Fatal(err)
 	}

@@ -26,7 +26,9 @@ func TestFaultOverload(t *testing.T) {
 		dur = 30 * time.Second
 	}
 	dbURL := harness.MustDatabase(t)
-	srv := harness.NewServer(t, dbURL, "BCRYPT_COST=10")
+	// A small per-user limit, so the crowd exceeds it however slow the
+	// client side is on a busy machine.
+	srv := harness.NewServer(t, dbURL, "BCRYPT_COST=10", "INFLIGHT_PER_USER=8")
 	srv.Start()
 	c := harness.NewClient(srv.Addr, 1024, 10*time.Second)
 	p := register(t, c, "n", 20)
@@ -81,7 +83,7 @@ func TestFaultOverload(t *testing.T) {
 	var peak atomic.Int64
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
-	for w := range 256 { // the crowd on one user: 4 × its in-flight limit
+	for w := range 128 { // the crowd on one user: 16 × its in-flight limit
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -157,6 +159,9 @@ func TestFaultOverload(t *testing.T) {
 	if hot503.Load() == 0 || auth503.Load() == 0 {
 		t.Errorf("no shedding: hot user 503s %d, registration 503s %d", hot503.Load(), auth503.Load())
 	}
+	// Admitted requests never queue until their deadline (REQUEST_TIMEOUT,
+	// 1 s): what they lose to the overload is CPU shared with the crowd on
+	// this 2-core machine, not a growing queue.
 	if p99 := loaded.Pct(.99); p99 > 500*time.Millisecond {
 		t.Errorf("admitted requests of normal clients: p99 %v under overload (baseline %v)", p99, base.Pct(.99))
 	}

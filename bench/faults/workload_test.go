@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -125,25 +126,41 @@ func chaos(ctx context.Context, c *harness.Client, p population, workers int) []
 // that never happened is evaluated afresh. It returns how many it resolved.
 func resolve(tb testing.TB, c *harness.Client, p population, ops []*op) int {
 	tb.Helper()
-	n := 0
-	deadline := time.Now().Add(30 * time.Second)
+	var todo []*op
 	for _, o := range ops {
-		if o.outcome != unknown {
-			continue
+		if o.outcome == unknown {
+			todo = append(todo, o)
 		}
-		for o.outcome == unknown {
-			if time.Now().After(deadline) {
-				tb.Fatalf("op %+v still unknown", o)
-			}
-			r := o.send(c, p.tokens[o.user])
-			o.outcome, o.code = classify(r), r.Code
-			if o.outcome == unknown {
-				time.Sleep(20 * time.Millisecond)
-			}
-		}
-		n++
 	}
-	return n
+	deadline := time.Now().Add(60 * time.Second)
+	var next atomic.Int64
+	var stuck atomic.Pointer[op]
+	var wg sync.WaitGroup
+	for range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := next.Add(1) - 1; i < int64(len(todo)); i = next.Add(1) - 1 {
+				o := todo[i]
+				for o.outcome == unknown {
+					if time.Now().After(deadline) {
+						stuck.Store(o)
+						return
+					}
+					r := o.send(c, p.tokens[o.user])
+					o.outcome, o.code = classify(r), r.Code
+					if o.outcome == unknown {
+						time.Sleep(20 * time.Millisecond) // the server is busy: back off
+					}
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if o := stuck.Load(); o != nil {
+		tb.Fatalf("op %+v still unknown after 60 s of retries", o)
+	}
+	return len(todo)
 }
 
 type tally struct{ ok, fail, unknown int }
