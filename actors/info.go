@@ -64,3 +64,21 @@ func appendString(dst []byte, s string) []byte {
 	}
 	return append(dst, '"')
 }
+
+// infoSizeHint estimates the encoded size, so the body is built in one
+// allocation instead of growing through several.
+func (w *Wallet) infoSizeHint() int {
+	n := 96
+	for id := ItemID(1); id <= itemCount; id++ {
+		if w.items[id] != 0 {
+			n += 48
+		}
+	}
+	for _, c := range w.received {
+		n += 32 + len(c.User)
+	}
+	for _, c := range w.sent {
+		n += 30 + len(c.User)
+	}
+	return n
+}

@@ -73,7 +73,7 @@ func (u *user) answerInfo(r *Request) {
 		return
 	}
 	if u.info == nil {
-		u.info = appendInfo(make([]byte, 0, 256), &u.wallet)
+		u.info = appendInfo(make([]byte, 0, u.wallet.infoSizeHint()), &u.wallet)
 	}
 	u.cur = nil
 	r.respond(nil, u.info)
