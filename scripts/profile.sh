@@ -5,7 +5,7 @@
 set -euo pipefail
 secs="${PROFILE_SECONDS:-10}"
 # Register the users first (bcrypt-bound), so the profile shows serving.
-bin/loadgen -addr "$SERVER_ADDR" -quiet -prefix prof -d 1s -warmup 0s -mix info=100 >/dev/null
+bin/loadgen -addr "$SERVER_ADDR" -quiet -prefix prof -setup-c 8 -d 1s -warmup 0s -mix info=100 >/dev/null
 bin/loadgen -addr "$SERVER_ADDR" -quiet -prefix prof -c "${CONNS:-64}" -d "$((secs + 3))s" -warmup 2s \
   -mix "${MIX:-info=50,buy=25,send=25}" >bin/profile-load.txt &
 load=$!

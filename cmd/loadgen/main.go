@@ -84,7 +84,7 @@ func parseFlags(args []string, stderr io.Writer) (Config, error) {
 	fs.IntVar(&cfg.Users, "users", 1000, "number of users to log in and use")
 	fs.StringVar(&cfg.Prefix, "prefix", "lg", "user name prefix; names are prefix+index")
 	fs.StringVar(&cfg.Password, "password", defaultPassword, "password of every loadgen user")
-	fs.IntVar(&cfg.SetupC, "setup-c", 64, "concurrent logins during setup")
+	fs.IntVar(&cfg.SetupC, "setup-c", 8, "concurrent logins during setup (new users cost a bcrypt hash each; the service sheds bursts beyond its hashing queue)")
 	fs.DurationVar(&cfg.SetupTimeout, "setup-timeout", 10*time.Second, "per-request timeout during setup (bcrypt is slow)")
 	fs.BoolVar(&cfg.NoSetup, "no-setup", false, "skip logins and use a dummy token (for the -serve-static target)")
 	fs.IntVar(&cfg.C, "c", 64, "concurrent workers (closed model) or worker pool size (open model)")
