@@ -1,10 +1,6 @@
 package main
 
 import (
-	"bytes"
-	"encoding/json"
-	"io"
-	"net/http"
 	"strconv"
 	"sync"
 	"testing"
@@ -13,24 +9,7 @@ import (
 // keyed sends a request with an Idempotency-Key header.
 func (s *server) keyed(method, path, token, key string, body any) (int, []byte) {
 	s.tb.Helper()
-	var rd io.Reader
-	if body != nil {
-		b, _ := json.Marshal(body)
-		rd = bytes.NewReader(b)
-	}
-	req, err := http.NewRequest(method, s.base+path, rd)
-	if err != nil {
-		s.tb.Fatal(err)
-	}
-	req.Header.Set("Authorization", "Bearer "+token)
-	req.Header.Set("Idempotency-Key", key)
-	resp, err := s.hc.Do(req)
-	if err != nil {
-		s.tb.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, b
+	return s.doKey(method, path, token, key, body)
 }
 
 func TestIdempotencyReplayGetsOriginalStatus(t *testing.T) {

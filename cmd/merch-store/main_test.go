@@ -89,6 +89,12 @@ func (s *server) close() {
 // do sends a request and returns status and body.
 func (s *server) do(method, path, token string, body any) (int, []byte) {
 	s.tb.Helper()
+	return s.doKey(method, path, token, "", body)
+}
+
+// doKey is do with an Idempotency-Key header (none when key is "").
+func (s *server) doKey(method, path, token, key string, body any) (int, []byte) {
+	s.tb.Helper()
 	var rd io.Reader
 	if body != nil {
 		b, _ := json.Marshal(body)
@@ -100,6 +106,9 @@ func (s *server) do(method, path, token string, body any) (int, []byte) {
 	}
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	if key != "" {
+		req.Header.Set("Idempotency-Key", key)
 	}
 	resp, err := s.hc.Do(req)
 	if err != nil {
