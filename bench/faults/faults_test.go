@@ -18,7 +18,7 @@ import (
 func TestFaultKill9(t *testing.T) {
 	cycles, workers, users := 5, 16, 12
 	if harness.Soak {
-		cycles = 50
+		cycles, users = 50, 48
 	}
 	dbURL := harness.MustDatabase(t)
 	srv := harness.NewServer(t, dbURL)
