@@ -90,8 +90,8 @@ func NewSystem(cfg Config) (*System, error) {
 	return s, nil
 }
 
-// Close stops the janitor. Actors stay as they are; the engine is the
-// caller's.
+// Close stops the janitor and waits for loads in progress. Actors stay as
+// they are; the engine is the caller's.
 func (s *System) Close() {
 	close(s.stop)
 	s.wg.Wait()
@@ -169,8 +169,9 @@ func (s *System) resolvePinned(name string, nameBytes []byte, limit int32, until
 	return nil, ErrUnavailable
 }
 
-// activate installs a loading handle for name (single flight: concurrent
-// callers find it and wait on ready) and loads it on this goroutine.
+// activate installs a loading handle for name and starts loading it
+// (single flight: concurrent callers find the handle and wait on ready, each
+// with its own deadline; the load itself is bounded by LoadTimeout).
 func (s *System) activate(sh *shard, name string) *handle {
 	sh.mu.Lock()
 	if h := sh.m[name]; h != nil && !h.dead() {
@@ -180,7 +181,16 @@ func (s *System) activate(sh *shard, name string) *handle {
 	h := newHandle(s, name)
 	sh.m[name] = h
 	sh.mu.Unlock()
+	s.wg.Add(1) // Close waits for loads in progress (each bounded by LoadTimeout)
+	go s.load(sh, h)
+	return h
+}
 
+// load reads the user from the store and spawns its actor, or records why
+// not and drops the handle.
+func (s *System) load(sh *shard, h *handle) {
+	defer s.wg.Done()
+	name := h.name
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.LoadTimeout)
 	st, err := s.cfg.Store.LoadUser(ctx, name)
 	cancel()
@@ -196,7 +206,7 @@ func (s *System) activate(sh *shard, name string) *handle {
 		h.err = err
 		sh.remove(h)
 		close(h.ready)
-		return h
+		return
 	}
 	h.hash = st.PasswordHash
 	u := &user{h: h, sys: s, wallet: w}
@@ -206,7 +216,6 @@ func (s *System) activate(sh *shard, name string) *handle {
 	// The store returns at most KeysPerUserMax keys: older ones may exist.
 	u.keys.evicted = u.keys.evicted || len(st.Keys) >= KeysPerUserMax
 	s.spawn(h, u)
-	return h
 }
 
 // spawn starts the actor and publishes the handle. hollywood runs the
