@@ -1415,7 +1415,7 @@ func TestConfigValidate(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	if got := s.String(); got != "actors: 0 active, 0 queued" {
-		t.Fatalf("String() = %q", got)
+	if st := s.Stats(); st != (Stats{}) {
+		t.Fatalf("Stats() of a new system = %+v", st)
 	}
 }

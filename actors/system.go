@@ -3,7 +3,6 @@ package actors
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"strconv"
 	"sync"
@@ -502,10 +501,4 @@ func (s *System) register(sh *shard, h *handle, hash []byte) error {
 	h.hash = hash
 	s.spawn(h, &user{h: h, sys: s, wallet: NewWallet()})
 	return nil
-}
-
-// String describes the system for logs.
-func (s *System) String() string {
-	st := s.Stats()
-	return fmt.Sprintf("actors: %d active, %d queued", st.Active, st.MailboxDepth)
 }
