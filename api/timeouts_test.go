@@ -85,6 +85,7 @@ func TestSlowClientIsCut(t *testing.T) {
 			t.Fatalf("bad response %q: %v", got, err)
 		}
 		body, _ := io.ReadAll(resp.Body)
+		_ = resp.Body.Close()
 		if resp.StatusCode != 408 || !strings.Contains(string(body), `"errors"`) {
 			t.Fatalf("stalled request answered %d %s", resp.StatusCode, body)
 		}
@@ -109,6 +110,7 @@ func TestIdleConnectionIsClosed(t *testing.T) {
 		t.Fatalf("healthz: %v %v", resp, err)
 	}
 	_, _ = io.Copy(io.Discard, resp.Body)
+	_ = resp.Body.Close()
 	if err := c.SetReadDeadline(time.Now().Add(10 * time.Second)); err != nil {
 		t.Fatal(err)
 	}
