@@ -137,13 +137,19 @@ func (s *Server) LogText() string {
 	return s.log.String()
 }
 
-// kill9 kills the Server with SIGKILL and reaps it.
-func (s *Server) Kill9() {
-	s.tb.Helper()
+// take hands over the running process (nil if none) and forgets it.
+func (s *Server) take() *exec.Cmd {
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	cmd := s.cmd
 	s.cmd = nil
-	s.mu.Unlock()
+	return cmd
+}
+
+// Kill9 kills the Server with SIGKILL and reaps it.
+func (s *Server) Kill9() {
+	s.tb.Helper()
+	cmd := s.take()
 	if cmd == nil {
 		return
 	}
@@ -151,12 +157,9 @@ func (s *Server) Kill9() {
 	_ = cmd.Wait()
 }
 
-// stop stops the Server gracefully (SIGTERM), killing it if it hangs.
+// Stop stops the Server gracefully (SIGTERM), killing it if it hangs.
 func (s *Server) Stop() {
-	s.mu.Lock()
-	cmd := s.cmd
-	s.cmd = nil
-	s.mu.Unlock()
+	cmd := s.take()
 	if cmd == nil {
 		return
 	}
