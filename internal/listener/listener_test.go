@@ -361,8 +361,6 @@ func TestRejectedClientThatSentRequest(t *testing.T) {
 		t.Fatal("rejected conn was neither read nor closed")
 	}
 	expectRejected(t, c, 503, `{"errors":"too many connections"}`)
-	n, err := c.Read(make([]byte, 1))
-	t.Logf("after response: %d %v", n, err)
 }
 
 func TestDoubleCloseReleasesOnce(t *testing.T) {

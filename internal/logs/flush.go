@@ -45,7 +45,7 @@ func (s *state) collect(final bool) []slog.Record {
 	var out []slog.Record
 	for k, w := range s.keys {
 		ended := now.Sub(w.start) >= s.interval
-		if !ended && !(final && w.count > 0) {
+		if !ended && (!final || w.count == 0) {
 			continue
 		}
 		if w.count > 0 {

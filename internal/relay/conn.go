@@ -99,9 +99,9 @@ func (c *Conn) kill(rst bool) {
 			continue
 		}
 		if rst {
-			s.SetLinger(0)
+			_ = s.SetLinger(0)
 		}
-		s.Close()
+		_ = s.Close()
 	}
 }
 
@@ -115,9 +115,9 @@ func (c *Conn) run() {
 		up.Go(func() { c.write(&c.up, target, &c.bytesUp) })
 		c.write(&c.down, c.client, &c.bytesDown)
 		up.Wait()
-		target.Close()
+		_ = target.Close()
 	}
-	c.client.Close()
+	_ = c.client.Close()
 	readers.Wait()
 	c.closed.Store(true)
 }
@@ -147,8 +147,8 @@ func (c *Conn) dial() *net.TCPConn {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.dead { // Killed while dialling.
-		target.SetLinger(0)
-		target.Close()
+		_ = target.SetLinger(0)
+		_ = target.Close()
 		return nil
 	}
 	c.target = target
@@ -195,7 +195,7 @@ func (c *Conn) write(p *pipe, dst *net.TCPConn, n *atomic.Int64) {
 		n.Add(int64(m))
 		failed = err != nil
 	}
-	dst.CloseWrite() // Fails harmlessly if the connection was killed.
+	_ = dst.CloseWrite() // Fails harmlessly if the connection was killed.
 }
 
 // next waits until p's first chunk may be written (not held, and due) and

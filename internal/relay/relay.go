@@ -137,7 +137,7 @@ func (r *Relay) acceptLoop() {
 		}
 		c, f := r.add(nc)
 		if c == nil {
-			nc.Close() // Close has begun.
+			_ = nc.Close() // Close has begun.
 			continue
 		}
 		if f != nil {
