@@ -61,7 +61,7 @@ locust:
 
 ## profile: CPU profile of the service under the mixed load; writes bin/cpu.prof and prints the top.
 profile:
-	SERVER_ENV="PPROF_ADDR=127.0.0.1:6060" scripts/with-server.sh scripts/profile.sh
+	scripts/with-server.sh scripts/profile.sh
 
 ## soak: the long fault tests (kill -9 cycles, outages, storms).
 soak:

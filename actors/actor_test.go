@@ -352,6 +352,30 @@ func TestSendRefusals(t *testing.T) {
 	}
 }
 
+// TestUnknownRecipientCached: a name the store does not know is asked for
+// once per absentTTL, not once per request, and registering it ends that at
+// once.
+func TestUnknownRecipientCached(t *testing.T) {
+	cfg := testConfig()
+	cfg.AbsentTTL = time.Hour
+	e := mustNewEnv(t, cfg, false, "alice")
+	for range 5 {
+		if err := e.sys.Send("alice", "nobody", 1, ""); !errors.Is(err, ErrUnknownRecipient) {
+			t.Fatalf("Send to nobody = %v", err)
+		}
+	}
+	if n := e.store.loadCount("nobody"); n != 1 {
+		t.Fatalf("store asked %d times for an unknown recipient, want 1", n)
+	}
+	if err := e.sys.Register("nobody", []byte("hash")); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.sys.Send("alice", "nobody", 1, ""); err != nil {
+		t.Fatalf("Send after registration = %v", err)
+	}
+	e.mustQuiet(t)
+}
+
 // TestSendJournalOutcomes: a refused or failed transfer record changes
 // neither side.
 func TestSendJournalOutcomes(t *testing.T) {
@@ -800,7 +824,7 @@ func TestRegisterDuringLoad(t *testing.T) {
 }
 
 // TestLoadFailures: a user whose state cannot be loaded is unavailable,
-// not unknown and not empty; nothing negative is cached.
+// not unknown and not empty; with AbsentTTL 0 nothing negative is cached.
 func TestLoadFailures(t *testing.T) {
 	tests := []struct {
 		name    string

@@ -4,6 +4,7 @@ import (
 	"hash/maphash"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/anthdm/hollywood/actor"
 )
@@ -102,6 +103,48 @@ func (h *handle) send(r *Request) {
 type shard struct {
 	mu sync.RWMutex
 	m  map[string]*handle
+	// absent remembers names the store did not know, until a monotime
+	// deadline: an unknown recipient then costs no database query per
+	// request. Bounded per stripe; a registration forgets the name.
+	absent map[string]int64
+}
+
+// absentPerShardMax bounds the memory of absent names (Config.AbsentTTL):
+// when full the stripe's table is dropped; it is only a cache.
+const absentPerShardMax = 1024
+
+// absentHandle answers ErrUnknownUser for a name in a stripe's absent
+// table. It is never in a directory map.
+var absentHandle = func() *handle {
+	h := &handle{ready: make(chan struct{}), err: ErrUnknownUser}
+	close(h.ready)
+	return h
+}()
+
+// isAbsent reports whether name is known to be absent; sh.mu is held.
+func (sh *shard) isAbsent(name string, now int64) bool {
+	until, ok := sh.absent[name]
+	if ok && until <= now {
+		delete(sh.absent, name)
+		return false
+	}
+	return ok
+}
+
+// markAbsent removes h and remembers its name as absent for ttl (0: not
+// at all).
+func (sh *shard) markAbsent(h *handle, ttl time.Duration) {
+	sh.mu.Lock()
+	if sh.m[h.name] == h {
+		delete(sh.m, h.name)
+	}
+	if ttl > 0 {
+		if len(sh.absent) >= absentPerShardMax {
+			clear(sh.absent)
+		}
+		sh.absent[h.name] = monotime() + int64(ttl)
+	}
+	sh.mu.Unlock()
 }
 
 type directory struct {
@@ -113,6 +156,7 @@ func (d *directory) init() {
 	d.seed = maphash.MakeSeed()
 	for i := range d.shards {
 		d.shards[i].m = make(map[string]*handle)
+		d.shards[i].absent = make(map[string]int64)
 	}
 }
 

@@ -45,6 +45,11 @@ type Config struct {
 	WriteTimeout time.Duration
 	// ReadTimeout bounds waiting for an actor to answer a read.
 	ReadTimeout time.Duration
+	// AbsentTTL: a name the store did not know is answered ErrUnknownUser
+	// for this long without asking the store again (an unknown recipient
+	// would otherwise cost a query per request). Registering the name here
+	// ends it at once; a user created elsewhere is seen after it. 0: off.
+	AbsentTTL time.Duration
 }
 
 func (c *Config) validate() error {
@@ -54,7 +59,7 @@ func (c *Config) validate() error {
 	case c.InboxSize < 1 || c.InflightPerUserMax < 1:
 		return errors.New("actors: InboxSize and InflightPerUserMax must be positive")
 	case c.IdleTTL <= 0 || c.SweepInterval <= 0 || c.LoadTimeout <= 0 ||
-		c.WriteTimeout <= 0 || c.ReadTimeout <= 0:
+		c.WriteTimeout <= 0 || c.ReadTimeout <= 0 || c.AbsentTTL < 0:
 		return errors.New("actors: durations must be positive")
 	}
 	return nil
@@ -177,6 +182,10 @@ func (s *System) activate(sh *shard, name string) *handle {
 		sh.mu.Unlock()
 		return h
 	}
+	if sh.isAbsent(name, monotime()) {
+		sh.mu.Unlock()
+		return absentHandle
+	}
 	h := newHandle(s, name)
 	sh.m[name] = h
 	sh.mu.Unlock()
@@ -198,12 +207,14 @@ func (s *System) load(sh *shard, h *handle) {
 		w, err = LoadWallet(&st)
 	}
 	if err != nil {
-		if !errors.Is(err, ErrUnknownUser) {
-			slog.Warn("load user failed", "user", name, "err", err)
-			err = ErrUnavailable
-		}
 		h.err = err
-		sh.remove(h)
+		if errors.Is(err, ErrUnknownUser) {
+			sh.markAbsent(h, s.cfg.AbsentTTL)
+		} else {
+			slog.Warn("load user failed", "user", name, "err", err)
+			h.err = ErrUnavailable
+			sh.remove(h)
+		}
 		close(h.ready)
 		return
 	}
@@ -473,6 +484,7 @@ func (s *System) Register(name string, passwordHash []byte) error {
 		}
 		h := newHandle(s, name)
 		sh.m[name] = h
+		delete(sh.absent, name)
 		sh.mu.Unlock()
 		return s.register(sh, h, passwordHash)
 	}

@@ -2,10 +2,14 @@ package api
 
 import (
 	"errors"
+	"fmt"
+	"net"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"golang.org/x/crypto/bcrypt"
 
 	"merch/actors"
 )
@@ -96,44 +100,136 @@ func TestBruteForceLimiter(t *testing.T) {
 	checkReply(t, e.do(t, req{method: "POST", path: "/api/auth", body: authBody("victim", "guess5")}), 401, "wrong password")
 }
 
-// TestLimiterUnit covers the limiter's counting without HTTP.
+// TestLimiterUnit covers the limiter's counting without HTTP: per (name,
+// address), the looser per-name ceiling, IPv6 by /64.
 func TestLimiterUnit(t *testing.T) {
-	for _, c := range []struct {
-		failures int
-		window   time.Duration
-		names    int
-	}{{0, time.Second, 1}, {1, 0, 1}, {1, time.Second, 0}} {
-		if _, err := NewLimiter(c.failures, c.window, c.names); err == nil {
-			t.Fatalf("NewLimiter%+v accepted", c)
+	for _, c := range []LimiterConfig{
+		{FailuresMax: 0, NameFailuresMax: 1, Window: time.Second, NamesMax: 1},
+		{FailuresMax: 2, NameFailuresMax: 1, Window: time.Second, NamesMax: 1},
+		{FailuresMax: 1, NameFailuresMax: 1, Window: 0, NamesMax: 1},
+		{FailuresMax: 1, NameFailuresMax: 1, Window: time.Second, NamesMax: 0},
+	} {
+		if _, err := NewLimiter(c); err == nil {
+			t.Fatalf("NewLimiter(%+v) accepted", c)
 		}
 	}
-	l, err := NewLimiter(2, time.Hour, 10)
+	l, err := NewLimiter(LimiterConfig{FailuresMax: 2, NameFailuresMax: 3, Window: time.Hour, NamesMax: 10})
 	if err != nil {
 		t.Fatal(err)
 	}
+	ip := net.ParseIP
 	steps := []struct {
 		op   string // "check" or "fail"
 		user string
+		addr string
 		want error
 	}{
-		{"check", "a", nil},
-		{"fail", "a", errWrongPassword},
-		{"check", "a", nil},
-		{"fail", "a", errWrongPassword},
-		{"check", "a", errTooManyTries},
-		{"fail", "a", errTooManyTries},
-		{"check", "b", nil},
+		{"check", "a", "10.0.0.1", nil},
+		{"fail", "a", "10.0.0.1", errWrongPassword},
+		{"check", "a", "10.0.0.1", nil},
+		{"fail", "a", "10.0.0.1", errWrongPassword},
+		{"check", "a", "10.0.0.1", errTooManyTries}, // this address is locked for a
+		{"check", "a", "10.0.0.2", nil},             // another address is not
+		{"check", "b", "10.0.0.1", nil},             // nor another name
+		{"fail", "a", "10.0.0.2", errWrongPassword}, // 3 failures for a: the ceiling
+		{"check", "a", "10.0.0.2", errTooManyTries}, // a failing address past the ceiling
+		{"check", "a", "10.0.0.3", nil},             // a clean address still gets in
+		{"fail", "a", "10.0.0.3", errWrongPassword}, // its first guess is counted...
+		{"check", "a", "10.0.0.3", errTooManyTries}, // ...and is its last this window
+		{"check", "a", "2001:db8::1", nil},
+		{"fail", "a", "2001:db8::1", errWrongPassword},
+		{"check", "a", "2001:db8::ffff", errTooManyTries}, // same /64
+		{"check", "a", "2001:db8:0:1::1", nil},            // another /64
 	}
 	for i, s := range steps {
 		var got error
 		if s.op == "check" {
-			got = l.Check(s.user)
+			got = l.Check(s.user, ip(s.addr))
 		} else {
-			got = l.Fail(s.user)
+			got = l.Fail(s.user, ip(s.addr))
 		}
 		if got != s.want {
-			t.Fatalf("step %d %s(%s): %v, want %v", i, s.op, s.user, got, s.want)
+			t.Fatalf("step %d %s(%s from %s): %v, want %v", i, s.op, s.user, s.addr, got, s.want)
 		}
+	}
+}
+
+// TestLockoutIsPerAddress: a wrong-password flood for a name from one
+// address locks that address out, not the rightful user at another; every
+// 429 says when to retry.
+func TestLockoutIsPerAddress(t *testing.T) {
+	t.Parallel()
+	e := mustEnv(t, envConfig{failuresMax: 3, nameFailures: 20, window: time.Hour})
+	e.mustAuth(t, "victim", "right")
+	for i := range 50 { // far past both limits
+		r := e.do(t, req{method: "POST", path: "/api/auth", body: authBody("victim", "guess"), from: "127.0.0.2"})
+		want := 401
+		if i >= 3 {
+			want = 429
+		}
+		checkReply(t, r, want, "")
+		if want == 429 && r.retryAfter != "3600" {
+			t.Fatalf("Retry-After %q, want the window (3600)", r.retryAfter)
+		}
+	}
+	for _, from := range []string{"127.0.0.3", "127.0.0.4", "::1"} {
+		checkReply(t, e.do(t, req{method: "POST", path: "/api/auth", body: authBody("victim", "right"), from: from}), 200, "token")
+	}
+	// The attacker's address stays locked even with the right password.
+	checkReply(t, e.do(t, req{method: "POST", path: "/api/auth", body: authBody("victim", "right"), from: "127.0.0.2"}), 429, "too many")
+}
+
+// TestRegistrationRatePerAddress: new names from one address are limited to
+// the burst, then 429 with Retry-After; other addresses and logins of
+// existing users are not affected.
+func TestRegistrationRatePerAddress(t *testing.T) {
+	t.Parallel()
+	e := mustEnv(t, envConfig{registerRate: 0.001, registerBurst: 3})
+	for i := range 3 {
+		checkReply(t, e.do(t, req{method: "POST", path: "/api/auth", body: authBody(fmt.Sprintf("new%d", i), "pw"), from: "127.0.0.2"}), 200, "token")
+	}
+	r := e.do(t, req{method: "POST", path: "/api/auth", body: authBody("new3", "pw"), from: "127.0.0.2"})
+	checkReply(t, r, 429, "registrations")
+	if r.retryAfter != "1" {
+		t.Fatalf("Retry-After %q", r.retryAfter)
+	}
+	if _, ok := e.store.coins("new3"); ok {
+		t.Fatal("a refused registration created the user")
+	}
+	checkReply(t, e.do(t, req{method: "POST", path: "/api/auth", body: authBody("new0", "pw"), from: "127.0.0.2"}), 200, "token")
+	checkReply(t, e.do(t, req{method: "POST", path: "/api/auth", body: authBody("new3", "pw"), from: "127.0.0.3"}), 200, "token")
+}
+
+// TestHasherVerifiesFirst: with the one worker busy, a verification queued
+// after a new hash runs before it, so registrations cannot make logins of
+// existing users wait. Each job blocks in observe until the test lets it
+// go, so the job that finishes after one step is the one the worker took.
+func TestHasherVerifiesFirst(t *testing.T) {
+	t.Parallel()
+	entered, step := make(chan struct{}, 4), make(chan struct{})
+	h, err := NewHasher(bcrypt.MinCost, 1, 4, func(time.Duration) { entered <- struct{}{}; <-step })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	stored := mustHash(t, "pw")
+	finished := make(chan string, 3)
+	go func() { _, _ = h.Hash([]byte("a")); finished <- "running" }()
+	<-entered // the worker holds the first job
+	go func() { _, _ = h.Hash([]byte("b")); finished <- "new hash" }()
+	waitFor(t, "the new hash to be queued", func() bool { return len(h.hash) == 1 })
+	go func() { _, _ = h.Compare(stored, []byte("pw")); finished <- "verification" }()
+	waitFor(t, "the verification to be queued", func() bool { return len(h.verify) == 1 })
+	var order []string
+	for range 3 {
+		step <- struct{}{}
+		order = append(order, <-finished)
+		if len(order) < 3 {
+			<-entered
+		}
+	}
+	if order[1] != "verification" || order[2] != "new hash" {
+		t.Fatalf("jobs ran in order %v, want the verification before the queued new hash", order)
 	}
 }
 
@@ -171,16 +267,18 @@ func (g *gate) mustEnter(tb testing.TB) {
 	}
 }
 
-// TestHasherQueueFull: with the one worker busy and the one queue slot
-// taken, a login that needs bcrypt gets 503 at once, while logins that need
-// no bcrypt and the other endpoints keep working.
+// TestHasherQueueFull: with the one worker busy and both queue slots taken
+// (a new hash and a verification), a login that needs bcrypt gets 503 at
+// once, while logins that need no bcrypt and the other endpoints keep
+// working.
 func TestHasherQueueFull(t *testing.T) {
 	t.Parallel()
 	g := newGate(t)
 	e := mustEnv(t, envConfig{hashWorkers: 1, hashQueue: 1, observe: g.observe})
 	known := e.mustAuth(t, "known", "pw") // resident, digest known
-	e.store.put("cold", actors.UserState{PasswordHash: mustHash(t, "pw"), Coins: actors.StartingCoins})
-	e.store.put("warm", actors.UserState{PasswordHash: mustHash(t, "pw"), Coins: actors.StartingCoins})
+	for _, n := range []string{"cold", "cold2", "warm"} {
+		e.store.put(n, actors.UserState{PasswordHash: mustHash(t, "pw"), Coins: actors.StartingCoins})
+	}
 	if _, err := e.sys.Info("warm"); err != nil { // resident, no digest yet
 		t.Fatal(err)
 	}
@@ -189,16 +287,18 @@ func TestHasherQueueFull(t *testing.T) {
 		name string
 		r    reply
 	}
-	results := make(chan result, 2)
+	results := make(chan result, 3)
 	login := func(name string) {
 		results <- result{name, e.do(t, req{method: "POST", path: "/api/auth", body: authBody(name, "pw")})}
 	}
 	go login("first") // runs on the worker, blocked in observe
 	g.mustEnter(t)
-	go login("second") // waits in the queue
-	waitFor(t, "the second job to be queued", func() bool { return len(e.hasher.jobs) == 1 })
-	if d := e.hasher.QueueDepth(); d != 2 {
-		t.Fatalf("QueueDepth %d, want 2 (one running, one queued)", d)
+	go login("second") // a new hash, waits in its queue
+	waitFor(t, "the second job to be queued", func() bool { return len(e.hasher.hash) == 1 })
+	go login("cold2") // a verification, waits in its queue
+	waitFor(t, "the verification to be queued", func() bool { return len(e.hasher.verify) == 1 })
+	if d := e.hasher.QueueDepth(); d != 3 {
+		t.Fatalf("QueueDepth %d, want 3 (one running, two queued)", d)
 	}
 
 	tests := []struct {
@@ -229,7 +329,7 @@ func TestHasherQueueFull(t *testing.T) {
 		t.Fatalf("Compare with a full queue: %v, want ErrOverloaded", err)
 	}
 	g.open()
-	for range 2 {
+	for range 3 {
 		select {
 		case res := <-results:
 			checkReply(t, res.r, 200, "")
@@ -256,7 +356,7 @@ func TestHasherWaitDeadline(t *testing.T) {
 	go login("running")
 	g.mustEnter(t)
 	go login("waiting")
-	waitFor(t, "the second job to be queued", func() bool { return len(e.hasher.jobs) == 1 })
+	waitFor(t, "the second job to be queued", func() bool { return len(e.hasher.hash) == 1 })
 	queued := time.Now() // the job's deadline is at most HashWaitMax from here
 	waitFor(t, "the queued job's deadline to pass", func() bool { return time.Since(queued) > HashWaitMax })
 	hashes := e.hashes.Load()

@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -240,17 +242,20 @@ func (instantJournal) Append(rec *actors.Record) error {
 
 // envConfig tunes a test environment; zero values take the defaults below.
 type envConfig struct {
-	failuresMax  int
-	window       time.Duration
-	hashWorkers  int
-	hashQueue    int
-	observe      func(time.Duration) // called after the counting observer
-	journal      actors.Journal      // nil: a fakeJournal
-	tokenTTL     time.Duration
-	noHTTPServer bool
-	logger       fasthttp.Logger      // the HTTP server's error log; nil: discarded
-	registry     *prometheus.Registry // nil: a fresh empty one
-	actorMetrics actors.Metrics       // nil: actors.NopMetrics
+	failuresMax   int
+	nameFailures  int // per name, all addresses; 0: 10 × failuresMax
+	window        time.Duration
+	registerRate  float64 // registrations per second per address; 0: off
+	registerBurst int
+	hashWorkers   int
+	hashQueue     int
+	observe       func(time.Duration) // called after the counting observer
+	journal       actors.Journal      // nil: a fakeJournal
+	tokenTTL      time.Duration
+	noHTTPServer  bool
+	logger        fasthttp.Logger      // the HTTP server's error log; nil: discarded
+	registry      *prometheus.Registry // nil: a fresh empty one
+	actorMetrics  actors.Metrics       // nil: actors.NopMetrics
 }
 
 // testEnv is a real System (hollywood engine, user actors) behind the real
@@ -267,8 +272,11 @@ type testEnv struct {
 	registry *prometheus.Registry
 	hashes   atomic.Int64 // bcrypt runs observed
 	readyErr atomic.Pointer[error]
+	admin    http.Handler // AdminHandler over registry and ready
 	ln       *fasthttputil.InmemoryListener
 	client   *fasthttp.HostClient
+	fromMu   sync.Mutex
+	from     map[string]*fasthttp.HostClient // clients by local address
 }
 
 func mustEnv(tb testing.TB, cfg envConfig) *testEnv {
@@ -328,14 +336,26 @@ func mustEnv(tb testing.TB, cfg envConfig) *testEnv {
 	if e.tokens, err = NewTokens(testSecret, cfg.tokenTTL, 1000); err != nil {
 		tb.Fatal(err)
 	}
-	if e.limiter, err = NewLimiter(cfg.failuresMax, cfg.window, 1000); err != nil {
+	if cfg.nameFailures == 0 {
+		cfg.nameFailures = 10 * cfg.failuresMax
+	}
+	if e.limiter, err = NewLimiter(LimiterConfig{FailuresMax: cfg.failuresMax, NameFailuresMax: cfg.nameFailures,
+		Window: cfg.window, NamesMax: 1000}); err != nil {
 		tb.Fatal(err)
 	}
-	e.srv, err = New(Config{System: e.sys, Tokens: e.tokens, Hasher: e.hasher, Limiter: e.limiter,
-		Registry: e.registry, Ready: e.ready})
+	if cfg.registerBurst == 0 {
+		cfg.registerBurst = 1
+	}
+	regs, err := NewRegistrations(cfg.registerRate, cfg.registerBurst, 1000)
 	if err != nil {
 		tb.Fatal(err)
 	}
+	e.srv, err = New(Config{System: e.sys, Tokens: e.tokens, Hasher: e.hasher, Limiter: e.limiter,
+		Registrations: regs, Registry: e.registry})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	e.admin = AdminHandler(e.registry, e.ready)
 	if cfg.noHTTPServer {
 		return e
 	}
@@ -392,12 +412,24 @@ type reply struct {
 	status      int
 	body        string
 	contentType string
+	retryAfter  string
 }
 
-// req describes one request; headers are name, value pairs.
+// req describes one request; headers are name, value pairs. from, when
+// set, is the client's address.
 type req struct {
 	method, path, token, body string
 	headers                   []string
+	from                      string
+}
+
+// adminGet serves GET path from the admin handler.
+func (e *testEnv) adminGet(tb testing.TB, path string) reply {
+	tb.Helper()
+	w := httptest.NewRecorder()
+	e.admin.ServeHTTP(w, httptest.NewRequest("GET", path, nil))
+	return reply{status: w.Code, body: w.Body.String(), contentType: w.Header().Get("Content-Type"),
+		retryAfter: w.Header().Get("Retry-After")}
 }
 
 // do sends r through the in-memory listener and the real server.
@@ -418,10 +450,32 @@ func (e *testEnv) do(tb testing.TB, r req) reply {
 		q.Header.SetContentType("application/json")
 		q.SetBodyString(r.body)
 	}
-	if err := e.client.DoTimeout(q, resp, failTimeout); err != nil {
+	client := e.client
+	if r.from != "" {
+		client = e.clientFrom(r.from)
+	}
+	if err := client.DoTimeout(q, resp, failTimeout); err != nil {
 		tb.Fatalf("%s %s: %v", r.method, r.path, err)
 	}
-	return reply{status: resp.StatusCode(), body: string(resp.Body()), contentType: string(resp.Header.ContentType())}
+	return reply{status: resp.StatusCode(), body: string(resp.Body()), contentType: string(resp.Header.ContentType()),
+		retryAfter: string(resp.Header.Peek("Retry-After"))}
+}
+
+// clientFrom returns a client whose connections come from addr (an IP).
+func (e *testEnv) clientFrom(addr string) *fasthttp.HostClient {
+	e.fromMu.Lock()
+	defer e.fromMu.Unlock()
+	if c := e.from[addr]; c != nil {
+		return c
+	}
+	local := &net.TCPAddr{IP: net.ParseIP(addr), Port: 40000}
+	c := &fasthttp.HostClient{Addr: "merch.test", MaxConns: 8, MaxIdemponentCallAttempts: 1,
+		Dial: func(string) (net.Conn, error) { return e.ln.DialWithLocalAddr(local) }}
+	if e.from == nil {
+		e.from = map[string]*fasthttp.HostClient{}
+	}
+	e.from[addr] = c
+	return c
 }
 
 // raw writes request bytes as they are on a new connection and reads one

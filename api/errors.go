@@ -31,11 +31,20 @@ var (
 )
 
 // errorReply is one row of the error → status table; body is encoded once.
+// Every 429 and 503 carries Retry-After (seconds).
 type errorReply struct {
-	err    error
-	status int
-	body   []byte
+	err        error
+	status     int
+	body       []byte
+	retryAfter []byte
 }
+
+var headerRetryAfter = []byte("Retry-After")
+
+// retryAfterDefault is the Retry-After of 503s and of 429s that name no
+// better value: overload and outages clear in about a second; the login
+// lockout sets its own (the window, see Server.loginRetryAfter).
+var retryAfterDefault = []byte("1")
 
 // errorReplies is the only place errors become statuses (API.md codes).
 var errorReplies = buildReplies([]struct {
@@ -66,6 +75,7 @@ var errorReplies = buildReplies([]struct {
 	{actors.ErrKeyInFlight, fasthttp.StatusConflict},
 	{errBodyTooLarge, fasthttp.StatusRequestEntityTooLarge},
 	{errTooManyTries, fasthttp.StatusTooManyRequests},
+	{errRegisterRate, fasthttp.StatusTooManyRequests},
 	{errHeaderTooLarge, fasthttp.StatusRequestHeaderFieldsTooLarge},
 	{actors.ErrInternal, fasthttp.StatusInternalServerError},
 	{actors.ErrOverloaded, fasthttp.StatusServiceUnavailable},
@@ -83,6 +93,9 @@ func buildReplies(rows []struct {
 	out := make([]errorReply, len(rows))
 	for i, r := range rows {
 		out[i] = errorReply{err: r.err, status: r.status, body: errorBody(r.err.Error())}
+		if r.status == fasthttp.StatusTooManyRequests || r.status == fasthttp.StatusServiceUnavailable {
+			out[i].retryAfter = retryAfterDefault
+		}
 	}
 	return out
 }
@@ -100,6 +113,9 @@ func writeError(ctx *fasthttp.RequestCtx, err error) {
 		if r := &errorReplies[i]; errors.Is(err, r.err) {
 			ctx.SetStatusCode(r.status)
 			ctx.Response.SetBodyRaw(r.body)
+			if r.retryAfter != nil {
+				ctx.Response.Header.SetBytesKV(headerRetryAfter, r.retryAfter)
+			}
 			return
 		}
 	}

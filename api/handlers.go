@@ -3,6 +3,7 @@ package api
 import (
 	"bytes"
 	"errors"
+	"net"
 
 	"github.com/valyala/fasthttp"
 
@@ -117,8 +118,11 @@ func (s *Server) auth(ctx *fasthttp.RequestCtx) {
 		return
 	}
 	user := string(name)
-	if err := s.authenticate(user, password); err != nil {
+	if err := s.authenticate(user, password, ctx.RemoteIP()); err != nil {
 		writeError(ctx, err)
+		if errors.Is(err, errTooManyTries) {
+			ctx.Response.Header.SetBytesKV(headerRetryAfter, s.loginRetryAfter)
+		}
 		return
 	}
 	token, err := s.tokens.Issue(user)
@@ -137,20 +141,29 @@ var tokenOpen, tokenClose = []byte(`{"token":"`), []byte(`"}`)
 
 // authenticate checks the password of an existing user or creates a new
 // one. Repeated logins compare a keyed digest instead of running bcrypt.
-func (s *Server) authenticate(user string, password []byte) error {
+// addr is the client's address, for the brute-force and registration
+// limits.
+func (s *Server) authenticate(user string, password []byte, addr net.IP) error {
 	// A user who is not resident needs bcrypt whatever happens (register, or
 	// verify after loading): when hashing is saturated, refuse before paying
 	// for a database lookup.
 	if s.hasher.Busy() && !s.sys.Resident(user) {
 		return actors.ErrOverloaded
 	}
-	for range 3 {
+	counted := false // one registration attempt takes one token
+	for range authAttempts {
 		acct, err := s.sys.Lookup(user)
 		switch {
 		case err == nil:
-			return s.login(acct, user, password)
+			return s.login(acct, user, password, addr)
 		case !errors.Is(err, actors.ErrUnknownUser):
 			return err
+		}
+		if !counted {
+			if err := s.registrations.Allow(addr); err != nil {
+				return err
+			}
+			counted = true
 		}
 		hash, err := s.hasher.Hash(password)
 		if err != nil {
@@ -171,8 +184,12 @@ func (s *Server) authenticate(user string, password []byte) error {
 	return actors.ErrUnavailable
 }
 
-func (s *Server) login(acct actors.Account, user string, password []byte) error {
-	if err := s.limiter.Check(user); err != nil {
+// authAttempts bounds the register-or-login loop: each round either logs
+// in, registers, or finds the name taken meanwhile (then logs in next).
+const authAttempts = 3
+
+func (s *Server) login(acct actors.Account, user string, password []byte, addr net.IP) error {
+	if err := s.limiter.Check(user, addr); err != nil {
 		return err
 	}
 	digest := s.hasher.Digest([]byte(user), password)
@@ -181,14 +198,14 @@ func (s *Server) login(acct actors.Account, user string, password []byte) error 
 			return nil
 		}
 		// The password cannot change, so a different digest is wrong.
-		return s.limiter.Fail(user)
+		return s.limiter.Fail(user, addr)
 	}
 	ok, err := s.hasher.Compare(acct.PasswordHash(), password)
 	if err != nil {
 		return err
 	}
 	if !ok {
-		return s.limiter.Fail(user)
+		return s.limiter.Fail(user, addr)
 	}
 	acct.SetDigest(digest)
 	return nil

@@ -28,6 +28,9 @@ func checkReply(t *testing.T, r reply, wantStatus int, wantBody string) {
 	if r.status >= 400 {
 		mustErrorBody(t, r)
 	}
+	if (r.status == 429 || r.status == 503) && r.retryAfter == "" {
+		t.Errorf("%d without Retry-After", r.status)
+	}
 	if !strings.Contains(r.body, wantBody) {
 		t.Errorf("body %s, want it to contain %q", r.body, wantBody)
 	}
@@ -359,8 +362,10 @@ func TestRoutingErrors(t *testing.T) {
 		{"DELETE", "/api/sendCoin", 405, "method"},
 		{"POST", "/api/buy/pen", 405, "method"},
 		{"POST", "/api/buy/unknown", 405, "method"},
-		{"POST", "/healthz", 405, "method"},
-		{"POST", "/metrics", 405, "method"},
+		{"GET", "/healthz", 404, "not found"},
+		{"GET", "/readyz", 404, "not found"},
+		{"GET", "/metrics", 404, "not found"},
+		{"GET", "/debug/pprof/", 404, "not found"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.method+" "+tt.path, func(t *testing.T) {
@@ -570,6 +575,7 @@ func TestOperationalEndpoints(t *testing.T) {
 		{"healthz while not ready", "/healthz", true, 200, `{"status":"ok"}`, true},
 		{"metrics", "/metrics", false, 200, `merch_http_requests_total{code="404",route="other"} 1`, false},
 		{"metrics histogram", "/metrics", false, 200, `merch_http_request_duration_seconds_bucket{route="info",le="5e-05"}`, false},
+		{"pprof", "/debug/pprof/", false, 200, `goroutine`, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -577,9 +583,12 @@ func TestOperationalEndpoints(t *testing.T) {
 				e.readyErr.Store(&notReady)
 				defer e.readyErr.Store(nil)
 			}
-			r := e.do(t, req{method: "GET", path: tt.path})
+			r := e.adminGet(t, tt.path)
 			if tt.json {
 				checkReply(t, r, tt.status, tt.body)
+				if (tt.status == 503) != (r.retryAfter == "1") {
+					t.Fatalf("Retry-After %q with status %d", r.retryAfter, tt.status)
+				}
 			} else if r.status != tt.status || !strings.Contains(r.body, tt.body) {
 				t.Fatalf("%d %.300s, want %d containing %s", r.status, r.body, tt.status, tt.body)
 			}
@@ -678,7 +687,7 @@ func TestStoreUnavailable(t *testing.T) {
 func TestNewConfig(t *testing.T) {
 	e := mustEnv(t, envConfig{noHTTPServer: true})
 	full := Config{System: e.sys, Tokens: e.tokens, Hasher: e.hasher, Limiter: e.limiter,
-		Registry: prometheus.NewRegistry(), Ready: e.ready}
+		Registry: prometheus.NewRegistry()}
 	tests := []struct {
 		name string
 		mut  func(c *Config)
@@ -690,7 +699,7 @@ func TestNewConfig(t *testing.T) {
 		{"no hasher", func(c *Config) { c.Hasher = nil }, false},
 		{"no limiter", func(c *Config) { c.Limiter = nil }, false},
 		{"no registry: no HTTP metrics", func(c *Config) { c.Registry = nil }, true},
-		{"no ready", func(c *Config) { c.Ready = nil }, false},
+		{"no registration limit", func(c *Config) { c.Registrations = nil }, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -704,15 +713,11 @@ func TestNewConfig(t *testing.T) {
 			if srv == nil {
 				return
 			}
-			// The server answers; /metrics exists exactly when a registry does.
-			wantMetrics := 200
-			if c.Registry == nil {
-				wantMetrics = 404
-			}
+			// The server answers; operational endpoints are not public.
 			for _, r := range []struct {
 				path   string
 				status int
-			}{{"/healthz", 200}, {"/api/info", 401}, {"/metrics", wantMetrics}} {
+			}{{"/healthz", 404}, {"/api/info", 401}, {"/metrics", 404}} {
 				ctx := mustCtx(t, "GET", r.path, "", "")
 				srv.Handler()(ctx)
 				if ctx.Response.StatusCode() != r.status {
@@ -731,11 +736,10 @@ func TestMetricsUncommonCode(t *testing.T) {
 	for range 2 {
 		teapot(mustCtx(t, "GET", "/teapot", "", ""))
 	}
-	ctx := mustCtx(t, "GET", "/metrics", "", "")
-	e.srv.Handler()(ctx)
+	r := e.adminGet(t, "/metrics")
 	for _, want := range []string{`merch_http_requests_total{code="418",route="other"} 2`,
 		`merch_http_request_duration_seconds_count{route="other"} 2`} {
-		if !strings.Contains(string(ctx.Response.Body()), want) {
+		if !strings.Contains(r.body, want) {
 			t.Fatalf("metrics lack %s", want)
 		}
 	}

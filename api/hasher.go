@@ -18,13 +18,18 @@ import (
 )
 
 // Hasher runs bcrypt on a bounded pool of workers so a login storm cannot
-// starve the other endpoints: when its queue is full, callers get
-// actors.ErrOverloaded (503) at once. It also computes the fast keyed digest
-// remembered after a successful verification, so repeated logins of a known
-// user skip bcrypt. Safe for concurrent use.
+// starve the other endpoints: when a queue is full, callers get
+// actors.ErrOverloaded (503) at once. Verifications of existing users and
+// hashes of new ones wait in separate queues, and a free worker always
+// takes a verification first: a flood of registrations cannot make the
+// logins of existing users wait behind it. It also computes the fast keyed
+// digest remembered after a successful verification, so repeated logins of
+// a known user skip bcrypt. Safe for concurrent use.
 type Hasher struct {
 	cost    int
-	jobs    chan *hashJob
+	verify  chan *hashJob // Compare: existing users, served first
+	hash    chan *hashJob // Hash: new users
+	quit    chan struct{}
 	queued  atomic.Int64
 	wg      sync.WaitGroup
 	digests sync.Pool // of hash.Hash (HMAC-SHA256 with a per-process key)
@@ -44,8 +49,9 @@ type hashJob struct {
 // login storm turns into fast 503s instead of ever longer queues.
 const HashWaitMax = time.Second
 
-// NewHasher starts workers goroutines with a queue of queueMax jobs.
-// observe (may be nil) receives each hash's duration.
+// NewHasher starts workers goroutines with two queues (verifications and
+// new hashes) of queueMax jobs each. observe (may be nil) receives each
+// hash's duration.
 func NewHasher(cost, workers, queueMax int, observe func(time.Duration)) (*Hasher, error) {
 	if cost < bcrypt.MinCost || cost > bcrypt.MaxCost || workers < 1 || queueMax < 1 {
 		return nil, errors.New("api: bad hasher configuration")
@@ -57,7 +63,8 @@ func NewHasher(cost, workers, queueMax int, observe func(time.Duration)) (*Hashe
 	if observe == nil {
 		observe = func(time.Duration) {}
 	}
-	h := &Hasher{cost: cost, jobs: make(chan *hashJob, queueMax), observe: observe}
+	h := &Hasher{cost: cost, verify: make(chan *hashJob, queueMax), hash: make(chan *hashJob, queueMax),
+		quit: make(chan struct{}), observe: observe}
 	h.digests.New = func() any { return hmac.New(sha256.New, key) }
 	h.wg.Add(workers)
 	for range workers {
@@ -66,9 +73,10 @@ func NewHasher(cost, workers, queueMax int, observe func(time.Duration)) (*Hashe
 	return h, nil
 }
 
-// Close stops the workers after the queued jobs.
+// Close stops the workers after the queued jobs. No job may be submitted
+// after Close.
 func (h *Hasher) Close() {
-	close(h.jobs)
+	close(h.quit)
 	h.wg.Wait()
 }
 
@@ -77,31 +85,67 @@ func (h *Hasher) QueueDepth() int64 { return h.queued.Load() }
 
 func (h *Hasher) work() {
 	defer h.wg.Done()
-	for j := range h.jobs {
-		start := time.Now()
-		if start.After(j.deadline) {
-			j.err = actors.ErrOverloaded // its caller has given up
-			h.queued.Add(-1)
-			close(j.done)
+	for {
+		select { // verifications first, whatever else waits
+		case j := <-h.verify:
+			h.do(j)
 			continue
+		default:
 		}
-		if j.hash == nil {
-			j.out, j.err = bcrypt.GenerateFromPassword(j.password, h.cost)
-		} else {
-			j.err = bcrypt.CompareHashAndPassword(j.hash, j.password)
+		select {
+		case j := <-h.verify:
+			h.do(j)
+		case j := <-h.hash:
+			h.do(j)
+		case <-h.quit:
+			h.drain()
+			return
 		}
-		h.observe(time.Since(start))
+	}
+}
+
+// drain finishes the jobs still queued at Close.
+func (h *Hasher) drain() {
+	for {
+		select {
+		case j := <-h.verify:
+			h.do(j)
+		case j := <-h.hash:
+			h.do(j)
+		default:
+			return
+		}
+	}
+}
+
+func (h *Hasher) do(j *hashJob) {
+	start := time.Now()
+	if start.After(j.deadline) {
+		j.err = actors.ErrOverloaded // its caller has given up
 		h.queued.Add(-1)
 		close(j.done)
+		return
 	}
+	if j.hash == nil {
+		j.out, j.err = bcrypt.GenerateFromPassword(j.password, h.cost)
+	} else {
+		j.err = bcrypt.CompareHashAndPassword(j.hash, j.password)
+	}
+	h.observe(time.Since(start))
+	h.queued.Add(-1)
+	close(j.done)
 }
 
 func (h *Hasher) run(password, hash []byte) (*hashJob, error) {
 	j := &hashJob{password: bytes.Clone(password), hash: hash, done: make(chan struct{}),
 		deadline: time.Now().Add(HashWaitMax)}
+	q := h.hash
+	if hash != nil {
+		q = h.verify
+	}
 	h.queued.Add(1)
 	select {
-	case h.jobs <- j:
+	case q <- j:
 	default:
 		h.queued.Add(-1)
 		return nil, actors.ErrOverloaded
@@ -113,9 +157,14 @@ func (h *Hasher) run(password, hash []byte) (*hashJob, error) {
 	return j, nil
 }
 
-// Busy reports whether the queue is full: a request that needs a hash
+// Busy reports whether both queues are full: any request that needs bcrypt
 // would be refused.
-func (h *Hasher) Busy() bool { return len(h.jobs) == cap(h.jobs) }
+func (h *Hasher) Busy() bool {
+	return len(h.verify) == cap(h.verify) && len(h.hash) == cap(h.hash)
+}
+
+// Capacity returns the jobs each queue holds at most.
+func (h *Hasher) Capacity() int { return cap(h.hash) }
 
 // Hash returns a new bcrypt hash of password.
 func (h *Hasher) Hash(password []byte) ([]byte, error) {

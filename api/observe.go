@@ -113,6 +113,26 @@ func RegisterGauges(reg prometheus.Registerer, sys func() actors.Stats, journalD
 	gauge("merch_auth_hash_queue_depth", "bcrypt jobs waiting or running.", hashDepth)
 }
 
+// NewRejectedConns registers merch_http_connections_rejected_total{reason}
+// and returns the function that counts one (reason "max_conns" or
+// "max_conns_per_ip").
+func NewRejectedConns(reg prometheus.Registerer) func(reason string) {
+	v := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "merch_http_connections_rejected_total",
+		Help: "Client connections refused at accept by a connection cap."}, []string{"reason"})
+	reg.MustRegister(v)
+	byReason := map[string]prometheus.Counter{}
+	for _, r := range []string{"max_conns", "max_conns_per_ip"} {
+		byReason[r] = v.WithLabelValues(r)
+	}
+	return func(reason string) {
+		if c := byReason[reason]; c != nil {
+			c.Inc()
+			return
+		}
+		v.WithLabelValues(reason).Inc()
+	}
+}
+
 // NewHashHistogram registers merch_auth_hash_seconds.
 func NewHashHistogram(reg prometheus.Registerer) prometheus.Histogram {
 	h := prometheus.NewHistogram(prometheus.HistogramOpts{Name: "merch_auth_hash_seconds",

@@ -41,12 +41,11 @@ func TestObserveMetrics(t *testing.T) {
 	jm.Failed()
 
 	scrape := func() string {
-		ctx := mustCtx(t, "GET", "/metrics", "", "")
-		h(ctx)
-		if ctx.Response.StatusCode() != 200 {
-			t.Fatalf("metrics %d", ctx.Response.StatusCode())
+		r := e.adminGet(t, "/metrics")
+		if r.status != 200 {
+			t.Fatalf("metrics %d", r.status)
 		}
-		return string(ctx.Response.Body())
+		return r.body
 	}
 	before := scrape()
 	if e.sys.PassivateIdle(0) != 0 {

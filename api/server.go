@@ -1,15 +1,14 @@
 package api
 
 import (
-	"context"
 	"errors"
+	"math"
+	"strconv"
 	"time"
 
 	"github.com/fasthttp/router"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/valyala/fasthttp"
-	"github.com/valyala/fasthttp/fasthttpadaptor"
 
 	"merch/actors"
 )
@@ -25,46 +24,49 @@ const (
 	readTimeout  = 10 * time.Second
 	writeTimeout = 10 * time.Second
 	idleTimeout  = 60 * time.Second
-	readyTimeout = time.Second
 )
 
-// Config builds a Server. Every field is required.
+// Config builds a Server. Every field is required unless it says otherwise.
 type Config struct {
 	System  *actors.System
 	Tokens  *Tokens
 	Hasher  *Hasher
 	Limiter *Limiter
-	// Registry: HTTP metrics register here and /metrics serves it. nil
-	// turns HTTP metrics and /metrics off (the metrics-overhead benchmark).
+	// Registrations limits new users per client address; nil: no limit.
+	Registrations *Registrations
+	// Registry: HTTP metrics register here. nil turns them off (the
+	// metrics-overhead benchmark). /metrics itself is on the admin
+	// listener (AdminHandler).
 	Registry *prometheus.Registry
-	// Ready reports whether the service can take writes (migrations ran,
-	// the journal is writable).
-	Ready func(ctx context.Context) error
 }
 
-// Server routes and answers HTTP requests. Safe for concurrent use.
+// Server routes and answers the API's HTTP requests. Safe for concurrent
+// use.
 type Server struct {
-	sys     *actors.System
-	tokens  *Tokens
-	hasher  *Hasher
-	limiter *Limiter
-	ready   func(ctx context.Context) error
-	metrics *httpMetrics
-	handler fasthttp.RequestHandler
+	sys           *actors.System
+	tokens        *Tokens
+	hasher        *Hasher
+	limiter       *Limiter
+	registrations *Registrations
+	// loginRetryAfter is the Retry-After of a login 429: the limiter's
+	// window, the longest the lock can last.
+	loginRetryAfter []byte
+	metrics         *httpMetrics
+	handler         fasthttp.RequestHandler
 }
 
 // New builds the router.
 func New(cfg Config) (*Server, error) {
-	if cfg.System == nil || cfg.Tokens == nil || cfg.Hasher == nil || cfg.Limiter == nil ||
-		cfg.Ready == nil {
+	if cfg.System == nil || cfg.Tokens == nil || cfg.Hasher == nil || cfg.Limiter == nil {
 		return nil, errors.New("api: incomplete Config")
 	}
 	s := &Server{sys: cfg.System, tokens: cfg.Tokens, hasher: cfg.Hasher, limiter: cfg.Limiter,
-		ready: cfg.Ready}
+		registrations: cfg.Registrations}
+	s.loginRetryAfter = strconv.AppendInt(nil, int64(math.Ceil(cfg.Limiter.Window().Seconds())), 10)
 	if cfg.Registry != nil {
 		s.metrics = newHTTPMetrics(cfg.Registry)
 	}
-	s.handler = s.routes(cfg.Registry)
+	s.handler = s.routes()
 	return s, nil
 }
 
@@ -87,8 +89,10 @@ func (s *Server) HTTPServer() *fasthttp.Server {
 		DisableHeaderNamesNormalizing: false,
 		ErrorHandler:                  requestError,
 		// Unparsable requests are logged; never with their bytes, which
-		// carry bearer tokens and passwords.
+		// carry bearer tokens and passwords: SecureErrorLogMessage covers
+		// some of fasthttp's messages, connLogger all of them.
 		SecureErrorLogMessage: true,
+		Logger:                connLogger{},
 	}
 }
 
@@ -113,7 +117,7 @@ func isTimeout(err error) bool {
 	return errors.As(err, &t) && t.Timeout()
 }
 
-func (s *Server) routes(reg *prometheus.Registry) fasthttp.RequestHandler {
+func (s *Server) routes() fasthttp.RequestHandler {
 	r := router.New()
 	r.RedirectTrailingSlash = false // a redirect is not the API's error shape
 	r.RedirectFixedPath = false
@@ -131,13 +135,6 @@ func (s *Server) routes(reg *prometheus.Registry) fasthttp.RequestHandler {
 		r.GET("/api/buy/"+id.Name(), s.wrap(routeBuy, s.buyHandler(id)))
 	}
 	r.GET("/api/buy/{item}", s.wrap(routeBuy, s.buyHandler(0)))
-
-	r.GET("/healthz", s.wrap(routeHealth, healthz))
-	r.GET("/readyz", s.wrap(routeReady, s.readyz))
-	if reg != nil {
-		metrics := fasthttpadaptor.NewFastHTTPHandler(promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-		r.GET("/metrics", s.wrap(routeMetrics, metrics))
-	}
 	return r.Handler
 }
 
@@ -151,25 +148,4 @@ func (s *Server) wrap(rt route, h fasthttp.RequestHandler) fasthttp.RequestHandl
 		h(ctx)
 		s.metrics.observe(rt, ctx.Response.StatusCode(), time.Since(start))
 	}
-}
-
-var okBody = []byte(`{"status":"ok"}`)
-
-func healthz(ctx *fasthttp.RequestCtx) {
-	ctx.Response.Header.SetContentTypeBytes(contentTypeJSON)
-	ctx.Response.SetBodyRaw(okBody)
-}
-
-var notReadyBody = errorBody("not ready: database writes unavailable")
-
-func (s *Server) readyz(ctx *fasthttp.RequestCtx) {
-	c, cancel := context.WithTimeout(context.Background(), readyTimeout)
-	defer cancel()
-	ctx.Response.Header.SetContentTypeBytes(contentTypeJSON)
-	if err := s.ready(c); err != nil {
-		ctx.SetStatusCode(fasthttp.StatusServiceUnavailable)
-		ctx.Response.SetBodyRaw(notReadyBody)
-		return
-	}
-	ctx.Response.SetBodyRaw(okBody)
 }

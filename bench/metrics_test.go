@@ -82,12 +82,11 @@ func newService(tb testing.TB, metrics bool) (fasthttp.RequestHandler, *api.Toke
 		tb.Fatal(err)
 	}
 	tb.Cleanup(hasher.Close)
-	limiter, err := api.NewLimiter(10, time.Minute, 100)
+	limiter, err := api.NewLimiter(api.LimiterConfig{FailuresMax: 10, NameFailuresMax: 100, Window: time.Minute, NamesMax: 100})
 	if err != nil {
 		tb.Fatal(err)
 	}
 	cfg.System, cfg.Tokens, cfg.Hasher, cfg.Limiter = sys, tokens, hasher, limiter
-	cfg.Ready = func(context.Context) error { return nil }
 	srv, err := api.New(cfg)
 	if err != nil {
 		tb.Fatal(err)

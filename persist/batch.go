@@ -100,22 +100,33 @@ func (b *batch) aggregate() {
 }
 
 const (
-	markBatchSQL = `UPDATE journal_state SET last_batch = $1 WHERE id = 1 AND last_batch < $1`
-	registerSQL  = `INSERT INTO users (name, password_hash, balance)
+	beginSQL    = `SELECT journal_begin($1, $2, $3)`
+	registerSQL = `INSERT INTO users (name, password_hash, balance)
 SELECT n, h, $3 FROM unnest($1::text[], $2::bytea[]) AS t(n, h)
 ON CONFLICT (name) DO NOTHING RETURNING name`
 	purchasesSQL = `INSERT INTO purchases (batch, user_name, item, price)
 SELECT $1, u, i, p FROM unnest($2::text[], $3::text[], $4::bigint[]) AS t(u, i, p)`
 	transfersSQL = `INSERT INTO transfers (batch, from_user, to_user, amount)
 SELECT $1, f, t, a FROM unnest($2::text[], $3::text[], $4::bigint[]) AS x(f, t, a)`
-	balanceSQL = `UPDATE users SET balance = users.balance + d.delta
-FROM unnest($1::text[], $2::bigint[]) AS d(name, delta) WHERE users.name = d.name`
+	// balanceSQL aborts the batch on the server (MS003) unless it updated
+	// exactly one row per name: a missing user is a broken invariant, and
+	// nothing of the batch may commit then.
+	balanceSQL = `WITH u AS (
+  UPDATE users SET balance = users.balance + d.delta
+  FROM unnest($1::text[], $2::bigint[]) AS d(name, delta) WHERE users.name = d.name RETURNING 1)
+SELECT journal_assert(count(*) = cardinality($1::text[]),
+  'balance update touched ' || count(*) || ' of ' || cardinality($1::text[]) || ' users') FROM u`
 	inventorySQL = `INSERT INTO inventory (user_name, item, quantity)
 SELECT u, i, q FROM unnest($1::text[], $2::text[], $3::bigint[]) AS t(u, i, q)
 ON CONFLICT (user_name, item) DO UPDATE SET quantity = inventory.quantity + EXCLUDED.quantity`
 	totalsSQL = `INSERT INTO transfer_totals (from_user, to_user, amount)
 SELECT f, t, a FROM unnest($1::text[], $2::text[], $3::bigint[]) AS x(f, t, a)
 ON CONFLICT (from_user, to_user) DO UPDATE SET amount = transfer_totals.amount + EXCLUDED.amount`
+	// expireKeysSQL deletes expired rows of the batch's keys, so a key
+	// reused after KeyRetention is stored afresh. A live key's row stays,
+	// and its primary key refuses a second change under it.
+	expireKeysSQL = `DELETE FROM idempotency_keys k USING unnest($1::text[], $2::text[]) AS t(u, key)
+WHERE k.user_name = t.u AND k.key = t.key AND k.created_at <= now() - $3::interval`
 	keysSQL = `INSERT INTO idempotency_keys (user_name, key, kind, item, peer, amount)
 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[])`
 )
@@ -124,22 +135,23 @@ SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
 type stmt uint8
 
 const (
-	stmtMark stmt = iota
+	stmtBegin stmt = iota
 	stmtRegister
 	stmtPurchases
 	stmtTransfers
 	stmtBalance
 	stmtInventory
 	stmtTotals
+	stmtExpireKeys
 	stmtKeys
 )
 
 // queue fills pb with the batch's statements and returns their kinds.
 // Registrations go first: a user's other records are never in the batch
 // that creates it (registration completes before the user gets a token).
-func (b *batch) queue(pb *pgx.Batch, kinds []stmt) []stmt {
-	pb.Queue(markBatchSQL, b.id)
-	kinds = append(kinds, stmtMark)
+func (b *batch) queue(pb *pgx.Batch, writer string, incarnation int64, kinds []stmt) []stmt {
+	pb.Queue(beginSQL, writer, incarnation, b.id)
+	kinds = append(kinds, stmtBegin)
 	if len(b.regNames) > 0 {
 		pb.Queue(registerSQL, b.regNames, b.regHashes, int64(actors.StartingCoins))
 		kinds = append(kinds, stmtRegister)
@@ -168,10 +180,22 @@ func (b *batch) queue(pb *pgx.Batch, kinds []stmt) []stmt {
 		kinds = append(kinds, stmtTotals)
 	}
 	if len(b.keyKeys) > 0 {
+		pb.Queue(expireKeysSQL, b.keyUsers, b.keyKeys, KeyRetention.String())
+		kinds = append(kinds, stmtExpireKeys)
 		pb.Queue(keysSQL, b.keyUsers, b.keyKeys, b.keyKinds, b.keyItems, b.keyPeers, b.keyAmounts)
 		kinds = append(kinds, stmtKeys)
 	}
 	return kinds
+}
+
+// assumeRegistered marks every registration of the batch as a conflict:
+// used when the batch committed in an attempt whose answer was lost, so
+// which names were new is unknown. The caller then verifies the password
+// against the stored user, which is right either way.
+func (b *batch) assumeRegistered() {
+	for _, n := range b.regNames {
+		b.regConflicts[n] = true
+	}
 }
 
 // sortedSums returns the map's keys sorted, with their values. Sorting

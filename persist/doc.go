@@ -10,9 +10,15 @@
 // batches grow with load by themselves. A single writer also means
 // PostgreSQL sees no concurrent writers: no lock waits, no deadlocks.
 //
-// Exactly one server process may write to a database: the batch marker in
-// journal_state would reject a second writer's batches (and the process
-// stops rather than guess).
+// One server process writes to a database at a time: each claims the
+// writer's row in journal_writers at start (a new incarnation), and every
+// batch begins with journal_begin, which refuses a superseded incarnation
+// on the server, so the older process's next batch aborts and it stops.
+// write.go states the protocol: how a batch is never applied twice, how a
+// refused batch is split until only the records the database refuses fail,
+// and what halts the journal. Idempotency keys expire after KeyRetention;
+// the journal replaces an expired key's row, and PurgeExpiredKeys deletes
+// them. Errors that could quote DATABASE_URL pass through Redact.
 //
 // persist never sees HTTP; package api never sees pgx.
 package persist

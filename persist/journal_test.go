@@ -3,10 +3,12 @@ package persist
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"merch/actors"
@@ -134,15 +136,16 @@ func TestJournalRegisterConflict(t *testing.T) {
 	}
 }
 
-func TestJournalRefusedBatchIsFatal(t *testing.T) {
+func TestJournalRefusedRecordFailsAlone(t *testing.T) {
 	_, pool := mustDB(t)
-	fr := &fatalRecorder{errs: make(chan error, 4)}
-	j := mustJournal(t, journalConfig(pool, fr.fatal))
+	j := mustJournal(t, journalConfig(pool, func(err error) { t.Errorf("fatal: %v", err) }))
 	if err := mustAppend(t, j, register("erin")); err != nil {
 		t.Fatal(err)
 	}
-	// Bypassing the actors: more than the balance. CHECK (balance >= 0)
-	// refuses the whole batch; retrying cannot help, so the journal stops.
+	// Bypassing the actors: three hoodies of 500 for a balance of 1000.
+	// CHECK (balance >= 0) refuses any batch holding all three; bisection
+	// commits the first two (in order) and fails only the third, however
+	// the records were grouped into batches.
 	hoody := item(t, "pink-hoody")
 	recs := make([]actors.Record, 3)
 	ds := make([]done, 3)
@@ -155,47 +158,129 @@ func TestJournalRefusedBatchIsFatal(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	select {
-	case err := <-fr.errs:
-		if err == nil {
-			t.Fatal("fatal called with nil")
+	for i, d := range ds {
+		err := mustWait(t, d)
+		if want := error(nil); i == 2 {
+			if !errors.Is(err, actors.ErrInternal) {
+				t.Errorf("record %d: err = %v, want ErrInternal", i, err)
+			}
+		} else if err != want {
+			t.Errorf("record %d: err = %v, want committed", i, err)
 		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("journal did not report the refused batch as fatal")
 	}
-	var balance int64
-	if err := pool.QueryRow(context.Background(), `SELECT balance FROM users WHERE name='erin'`).Scan(&balance); err != nil {
+	var balance, bought int64
+	if err := pool.QueryRow(context.Background(), `SELECT balance, (SELECT count(*) FROM purchases) FROM users WHERE name='erin'`).
+		Scan(&balance, &bought); err != nil {
 		t.Fatal(err)
 	}
-	// Either the first purchase committed alone (batches are formed by
-	// timing) or none; never a negative balance.
-	if balance != 1000 && balance != 500 && balance != 0 {
-		t.Fatalf("balance = %d", balance)
+	if balance != 0 || bought != 2 {
+		t.Fatalf("balance = %d, purchases = %d; want 0 and 2", balance, bought)
 	}
+	// The journal keeps serving.
+	if err := mustAppend(t, j, register("erin2")); err != nil {
+		t.Fatalf("after a refused record: %v", err)
+	}
+	if !j.Healthy() {
+		t.Fatal("journal unhealthy after a refused record")
+	}
+	assertConserved(t, pool)
 }
 
-func TestJournalSecondWriterIsFatal(t *testing.T) {
+func TestJournalLiveKeyConflictFailsOnlyItsRecord(t *testing.T) {
 	_, pool := mustDB(t)
-	j1 := mustJournal(t, journalConfig(pool, func(err error) { t.Errorf("first writer fatal: %v", err) }))
+	j := mustJournal(t, journalConfig(pool, func(err error) { t.Errorf("fatal: %v", err) }))
+	for _, n := range []string{"kim", "lee"} {
+		if err := mustAppend(t, j, register(n)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A live key row the actors did not know about (they normally refuse
+	// the reuse first): its primary key refuses that record only.
+	if _, err := pool.Exec(context.Background(), `INSERT INTO idempotency_keys (user_name, key, kind, amount)
+VALUES ('kim', 'dup', 'transferred', 1)`); err != nil {
+		t.Fatal(err)
+	}
+	pen := item(t, "pen")
+	recs := []actors.Record{
+		{Kind: actors.Purchased, User: "lee", Item: pen, Amount: pen.Price(), Key: "a"},
+		{Kind: actors.Purchased, User: "kim", Item: pen, Amount: pen.Price(), Key: "dup"},
+		{Kind: actors.Transferred, User: "lee", Peer: "kim", Amount: 5, Key: "b"},
+		{Kind: actors.Purchased, User: "kim", Item: pen, Amount: pen.Price()},
+	}
+	ds := make([]done, len(recs))
+	for i := range recs {
+		ds[i] = make(done, 1)
+		recs[i].Done = ds[i]
+		if err := j.Append(&recs[i]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i, d := range ds {
+		err := mustWait(t, d)
+		if i == 1 {
+			if !errors.Is(err, actors.ErrInternal) {
+				t.Errorf("conflicting record: err = %v, want ErrInternal", err)
+			}
+		} else if err != nil {
+			t.Errorf("record %d: %v", i, err)
+		}
+	}
+	var kim, lee int64
+	if err := pool.QueryRow(context.Background(), `SELECT (SELECT balance FROM users WHERE name='kim'),
+(SELECT balance FROM users WHERE name='lee')`).Scan(&kim, &lee); err != nil {
+		t.Fatal(err)
+	}
+	if kim != 1000-10+5 || lee != 1000-10-5 {
+		t.Fatalf("kim = %d, lee = %d", kim, lee)
+	}
+	assertConserved(t, pool)
+}
+
+func TestJournalSupersededWriterIsFatal(t *testing.T) {
+	_, pool := mustDB(t)
 	fr := &fatalRecorder{errs: make(chan error, 4)}
-	j2 := mustJournal(t, journalConfig(pool, fr.fatal))
+	j1 := mustJournal(t, journalConfig(pool, fr.fatal))
 	if err := mustAppend(t, j1, register("fay")); err != nil {
 		t.Fatal(err)
 	}
-	// j2 read the same marker at open, so its first batch id is taken.
+	// A second process claims the writer: the first one's next batch is
+	// refused on the server and it halts for good.
+	j2 := mustJournal(t, journalConfig(pool, func(err error) { t.Errorf("second writer fatal: %v", err) }))
+	if j2.Incarnation() != j1.Incarnation()+1 {
+		t.Fatalf("incarnations %d then %d", j1.Incarnation(), j2.Incarnation())
+	}
 	d := make(done, 1)
 	rec := register("gus")
 	rec.Done = d
-	if err := j2.Append(&rec); err != nil {
+	if err := j1.Append(&rec); err != nil {
 		t.Fatal(err)
 	}
 	select {
 	case err := <-fr.errs:
-		if !errors.Is(err, errSecondWriter) {
-			t.Fatalf("fatal err = %v, want errSecondWriter", err)
+		if !errors.Is(err, errSuperseded) {
+			var pgErr *pgconn.PgError
+			if !errors.As(err, &pgErr) || pgErr.Code != codeSuperseded {
+				t.Fatalf("fatal err = %v, want superseded", err)
+			}
 		}
 	case <-time.After(10 * time.Second):
-		t.Fatal("second writer not detected")
+		t.Fatal("superseded writer not detected")
+	}
+	if err := mustWait(t, d); !errors.Is(err, actors.ErrUnavailable) {
+		t.Fatalf("record of the halted writer: %v, want ErrUnavailable", err)
+	}
+	if err := j1.Append(&rec); !errors.Is(err, actors.ErrUnavailable) {
+		t.Fatalf("append after halt: %v, want ErrUnavailable", err)
+	}
+	if err := j1.Ready(context.Background()); err == nil {
+		t.Fatal("halted journal reports ready")
+	}
+	var n int
+	if err := pool.QueryRow(context.Background(), `SELECT count(*) FROM users WHERE name = 'gus'`).Scan(&n); err != nil || n != 0 {
+		t.Fatalf("halted writer's record written: %d, %v", n, err)
+	}
+	if err := mustAppend(t, j2, register("gus")); err != nil {
+		t.Fatalf("new writer: %v", err)
 	}
 }
 
@@ -331,11 +416,40 @@ func TestMigrationsDownAndUp(t *testing.T) {
 	if err := pool.QueryRow(context.Background(), `SELECT to_regclass('users') IS NOT NULL`).Scan(&exists); err != nil || exists {
 		t.Fatalf("users table after down: %v, %v", exists, err)
 	}
-	v, err := Migrate(url)
-	if err != nil || v != 1 {
+	v, err := Migrate(context.Background(), url)
+	if err != nil || v != 2 {
 		t.Fatalf("migrate up again: v=%d err=%v", v, err)
 	}
-	if v, err = Migrate(url); err != nil || v != 1 {
+	if v, err = Migrate(context.Background(), url); err != nil || v != 2 {
 		t.Fatalf("migrate up twice: v=%d err=%v", v, err)
+	}
+}
+
+func TestRedact(t *testing.T) {
+	tests := []struct{ dsn, msg string }{
+		{"postgres://u:s3cret@h:bad/db", `parse "pgx5://u:s3cret@h:bad/db": invalid port`},
+		{"postgres://u:s%40cret@h/db", `user s@cret and s%40cret`},
+		{"host=h password=s3cret port=x", `cannot parse host=h password=s3cret`},
+		{"host=h password='s3 cret' port=x", `quoted s3 cret`},
+		{"postgres://u@h/db?password=s3cret&sslmode=bogus", `password=s3cret`},
+	}
+	for _, tt := range tests {
+		got := Redact(tt.msg, tt.dsn)
+		if strings.Contains(got, "s3cret") || strings.Contains(got, "s@cret") || strings.Contains(got, "s%40cret") ||
+			strings.Contains(got, "s3 cret") || !strings.Contains(got, "xxxxx") {
+			t.Errorf("Redact(%q) = %q", tt.msg, got)
+		}
+	}
+	// Through the real libraries: a malformed URL and a refused connection.
+	for _, dsn := range []string{"postgres://u:s3cret@h:bad/db", "postgres://u:s3cret@127.0.0.1:1/db"} {
+		if _, err := Migrate(context.Background(), dsn); err == nil || strings.Contains(err.Error(), "s3cret") {
+			t.Errorf("Migrate(%s): %v", dsn, err)
+		}
+		if err := CheckURL(dsn); err != nil && strings.Contains(err.Error(), "s3cret") {
+			t.Errorf("CheckURL(%s): %v", dsn, err)
+		}
+		if _, err := Open(context.Background(), dsn, 1); err == nil || strings.Contains(err.Error(), "s3cret") {
+			t.Errorf("Open(%s): %v", dsn, err)
+		}
 	}
 }

@@ -39,7 +39,7 @@ func mustDB(tb testing.TB) (string, *pgxpool.Pool) {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	if _, err := Migrate(url); err != nil {
+	if _, err := Migrate(context.Background(), url); err != nil {
 		tb.Fatal(err)
 	}
 	pool, err := Open(context.Background(), url, 8)
@@ -71,7 +71,7 @@ type fatalRecorder struct{ errs chan error }
 func (f *fatalRecorder) fatal(err error) { f.errs <- err }
 
 func journalConfig(pool *pgxpool.Pool, fatal func(error)) JournalConfig {
-	return JournalConfig{Pool: pool, QueueMax: 64, BatchMax: 16, RetryMin: 5 * time.Millisecond,
+	return JournalConfig{Pool: pool, Writer: "main", QueueMax: 64, BatchMax: 16, RetryMin: 5 * time.Millisecond,
 		RetryMax: 50 * time.Millisecond, AttemptTimeout: 2 * time.Second,
 		Metrics: NopJournalMetrics{}, Fatal: fatal}
 }

@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
+	"time"
 
 	"github.com/golang-migrate/migrate/v4"
 	_ "github.com/golang-migrate/migrate/v4/database/pgx/v5" // registers pgx5://
@@ -14,28 +16,65 @@ import (
 	"merch/migrations"
 )
 
-// Open connects a pool to url and checks the connection.
+// CheckURL reports whether url is a connection string pgx accepts; the
+// error never shows its password.
+func CheckURL(url string) error {
+	_, err := pgxpool.ParseConfig(url)
+	return redacted(err, url)
+}
+
+// connectTimeout bounds establishing one connection when the connection
+// string sets none: a server that accepts TCP but never answers must not
+// hang start-up or a journal retry.
+const connectTimeout = 5 * time.Second
+
+// Open connects a pool to url and checks the connection. Errors never show
+// the password.
 func Open(ctx context.Context, url string, maxConns int32) (*pgxpool.Pool, error) {
 	cfg, err := pgxpool.ParseConfig(url)
 	if err != nil {
-		return nil, fmt.Errorf("persist: parse DATABASE_URL: %w", err)
+		return nil, fmt.Errorf("persist: parse DATABASE_URL: %w", redacted(err, url))
 	}
 	cfg.MaxConns = maxConns
+	if cfg.ConnConfig.ConnectTimeout == 0 {
+		cfg.ConnConfig.ConnectTimeout = connectTimeout
+	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
-		return nil, fmt.Errorf("persist: connect: %w", err)
+		return nil, fmt.Errorf("persist: connect: %w", redacted(err, url))
 	}
 	if err := pool.Ping(ctx); err != nil {
 		pool.Close()
-		return nil, fmt.Errorf("persist: ping: %w", err)
+		return nil, fmt.Errorf("persist: ping: %w", redacted(err, url))
 	}
 	return pool, nil
 }
 
 // Migrate applies every pending up migration and returns the version now in
 // force. It takes golang-migrate's advisory lock, so concurrent starts are
-// safe.
-func Migrate(url string) (uint, error) {
+// safe. golang-migrate takes no context, so it runs on its own goroutine
+// and Migrate returns when ctx ends even if the database never answers
+// (that goroutine then ends at its connect timeout). Errors never show the
+// password.
+func Migrate(ctx context.Context, url string) (uint, error) {
+	type result struct {
+		v   uint
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		v, err := migrateUp(url)
+		done <- result{v, redacted(err, url)}
+	}()
+	select {
+	case r := <-done:
+		return r.v, r.err
+	case <-ctx.Done():
+		return 0, fmt.Errorf("persist: migrate: %w", context.Cause(ctx))
+	}
+}
+
+func migrateUp(url string) (uint, error) {
 	m, err := newMigrate(url)
 	if err != nil {
 		return 0, err
@@ -80,12 +119,21 @@ func closeMigrate(m *migrate.Migrate) {
 	_, _ = m.Close()
 }
 
-// migrateURL points golang-migrate's pgx/v5 driver at a postgres:// URL.
+// migrateURL points golang-migrate's pgx/v5 driver at a postgres:// URL,
+// with a connect timeout unless the URL sets one.
 func migrateURL(url string) string {
 	for _, p := range []string{"postgres://", "postgresql://"} {
 		if strings.HasPrefix(url, p) {
-			return "pgx5://" + strings.TrimPrefix(url, p)
+			url = "pgx5://" + strings.TrimPrefix(url, p)
+			break
 		}
+	}
+	if strings.HasPrefix(url, "pgx5://") && !strings.Contains(url, "connect_timeout=") {
+		sep := "?"
+		if strings.Contains(url, "?") {
+			sep = "&"
+		}
+		url += sep + "connect_timeout=" + strconv.Itoa(int(connectTimeout/time.Second))
 	}
 	return url
 }

@@ -128,3 +128,27 @@ func parseKeyKind(kind, item string) (actors.RecordKind, actors.ItemID, error) {
 	}
 	return 0, 0, fmt.Errorf("persist: bad idempotency kind %q", kind)
 }
+
+// purgeChunk bounds the rows one purge statement deletes, so a purge never
+// holds many row locks or one long transaction.
+const purgeChunk = 10_000
+
+// PurgeExpiredKeys deletes idempotency keys older than KeyRetention, in
+// chunks, and returns how many it deleted. An expired key is no longer
+// honoured (the journal replaces its row when it is reused), so this only
+// bounds the table's growth.
+func (s *Store) PurgeExpiredKeys(ctx context.Context) (int64, error) {
+	var total int64
+	for {
+		tag, err := s.pool.Exec(ctx, `DELETE FROM idempotency_keys WHERE ctid = ANY(ARRAY(
+SELECT ctid FROM idempotency_keys WHERE created_at <= now() - $1::interval LIMIT $2))`,
+			KeyRetention.String(), purgeChunk)
+		if err != nil {
+			return total, fmt.Errorf("persist: purge keys: %w", err)
+		}
+		total += tag.RowsAffected()
+		if tag.RowsAffected() < purgeChunk {
+			return total, nil
+		}
+	}
+}

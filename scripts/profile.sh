@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # CPU profile of the service under the mixed load (run under
-# scripts/with-server.sh with PPROF_ADDR=127.0.0.1:6060). Writes bin/cpu.prof
+# scripts/with-server.sh; pprof is on its ADMIN_ADDR). Writes bin/cpu.prof
 # and bin/allocs.prof and prints the top of each.
 set -euo pipefail
 secs="${PROFILE_SECONDS:-10}"
@@ -10,8 +10,8 @@ bin/loadgen -addr "$SERVER_ADDR" -quiet -prefix prof -c "${CONNS:-64}" -d "$((se
   -mix "${MIX:-info=50,buy=25,send=25}" >bin/profile-load.txt &
 load=$!
 sleep 2 # logins of known users take milliseconds; then steady state
-curl -fsS "http://127.0.0.1:6060/debug/pprof/profile?seconds=$secs" -o bin/cpu.prof
-curl -fsS "http://127.0.0.1:6060/debug/pprof/allocs" -o bin/allocs.prof
+curl -fsS "http://$ADMIN_ADDR/debug/pprof/profile?seconds=$secs" -o bin/cpu.prof
+curl -fsS "http://$ADMIN_ADDR/debug/pprof/allocs" -o bin/allocs.prof
 wait "$load"
 cat bin/profile-load.txt
 go tool pprof -top -nodecount=35 bin/merch-store bin/cpu.prof 2>/dev/null | head -45

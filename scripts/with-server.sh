@@ -9,8 +9,10 @@
 #                 (scripts/pg.sh) is started and a fresh database "merch_bench"
 #                 is created in it, so every run starts from zero users.
 #   SERVER_ADDR   where the server listens (default 127.0.0.1:8080)
-#   SERVER_ENV    extra "K=V ..." for the server (e.g. "PPROF_ADDR=127.0.0.1:6060")
-# The command sees SERVER_ADDR and SERVER_PID.
+#   ADMIN_ADDR    its admin listener: /readyz, /metrics, pprof (default 127.0.0.1:8081)
+#   SERVER_ENV    extra "K=V ..." for the server
+# The command sees SERVER_ADDR, ADMIN_ADDR and SERVER_PID. Load tools
+# register many users from one address, so REGISTER_RATE is 0 (off) here.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -25,9 +27,10 @@ if [[ -z "${DATABASE_URL:-}" ]]; then
   DATABASE_URL="${base%/merch*}/merch_bench?sslmode=disable"
 fi
 export SERVER_ADDR="${SERVER_ADDR:-127.0.0.1:8080}"
+export ADMIN_ADDR="${ADMIN_ADDR:-127.0.0.1:8081}"
 log=".data/server.log"
 # shellcheck disable=SC2086
-env DATABASE_URL="$DATABASE_URL" HTTP_ADDR="$SERVER_ADDR" \
+env DATABASE_URL="$DATABASE_URL" HTTP_ADDR="$SERVER_ADDR" ADMIN_ADDR="$ADMIN_ADDR" REGISTER_RATE=0 \
   JWT_SECRET="${JWT_SECRET:-dev-secret-not-for-production}" LOG_LEVEL="${LOG_LEVEL:-warn}" \
   ${SERVER_ENV:-} bin/merch-store >"$log" 2>&1 &
 export SERVER_PID=$!
@@ -39,9 +42,9 @@ stop() {
 }
 trap stop EXIT
 for _ in $(seq 1 100); do
-  if curl -fsS "http://$SERVER_ADDR/readyz" >/dev/null 2>&1; then break; fi
+  if curl -fsS "http://$ADMIN_ADDR/readyz" >/dev/null 2>&1; then break; fi
   if ! kill -0 "$SERVER_PID" 2>/dev/null; then cat "$log"; exit 1; fi
   sleep 0.1
 done
-curl -fsS "http://$SERVER_ADDR/readyz" >/dev/null || { echo "server not ready"; cat "$log"; exit 1; }
+curl -fsS "http://$ADMIN_ADDR/readyz" >/dev/null || { echo "server not ready"; cat "$log"; exit 1; }
 "$@"

@@ -95,6 +95,10 @@ func randomOp(rng *rand.Rand, p population, worker, seq int) *op {
 	return o
 }
 
+// pauseLoad pauses the load generators: a fault schedule takes it to
+// start a fault while no request is in flight (each op holds it shared).
+var pauseLoad sync.RWMutex
+
 // chaos runs workers doing random keyed ops until ctx ends; it returns
 // every op with its outcome.
 func chaos(ctx context.Context, c *harness.Client, p population, workers int) []*op {
@@ -109,11 +113,13 @@ func chaos(ctx context.Context, c *harness.Client, p population, workers int) []
 			var mine []*op
 			for seq := 0; ctx.Err() == nil; seq++ {
 				o := randomOp(rng, p, w, seq)
+				pauseLoad.RLock()
 				r := o.send(c, p.tokens[o.user])
+				pauseLoad.RUnlock()
 				o.outcome, o.code = classify(r), r.Code
 				mine = append(mine, o)
-				if r.Code == 0 {
-					time.Sleep(5 * time.Millisecond) // server down: do not spin
+				if r.Code == 0 || r.Code == 503 {
+					time.Sleep(5 * time.Millisecond) // server down or refusing writes: do not spin
 				}
 			}
 			mu.Lock()
@@ -188,7 +194,15 @@ func count(ops []*op) tally {
 // else is, and every change in the ledgers has exactly one key.
 func checkKeys(tb testing.TB, dbURL string, ops []*op) {
 	tb.Helper()
-	keys, changes := harness.DBKeys(tb, dbURL)
+	users := map[string]bool{}
+	for _, o := range ops {
+		users[o.user] = true
+	}
+	var names []string
+	for u := range users {
+		names = append(names, u)
+	}
+	keys, changes := harness.DBKeys(tb, dbURL, names)
 	byKey := map[string]*op{}
 	for _, o := range ops {
 		byKey[o.user+"/"+o.key] = o

@@ -94,94 +94,171 @@ func freeAddr(tb testing.TB) string {
 
 // Server is the merch-store binary running as a child process.
 type Server struct {
-	tb   testing.TB
-	Addr string // host:port, the same across restarts
-	env  []string
+	tb        testing.TB
+	Addr      string // host:port, the same across restarts
+	AdminAddr string // the admin listener (/readyz, /metrics), likewise
+	// Prefix, when set before Start, runs the binary under this command,
+	// e.g. {"prlimit", "--nofile=256:256", "--"}.
+	Prefix []string
+	env    []string
+	proc   *process
+	log    *bytes.Buffer
+	mu     sync.Mutex
+}
+
+// process is one run of the binary; done closes when it has exited.
+type process struct {
 	cmd  *exec.Cmd
-	log  *bytes.Buffer
-	mu   sync.Mutex
+	done chan struct{}
+	err  error // cmd.Wait's result, once done
 }
 
 func NewServer(tb testing.TB, dbURL string, extraEnv ...string) *Server {
 	tb.Helper()
-	s := &Server{tb: tb, Addr: freeAddr(tb)}
-	s.env = append(os.Environ(), "HTTP_ADDR="+s.Addr, "DATABASE_URL="+dbURL,
-		"JWT_SECRET="+JWTSecret, "BCRYPT_COST=4", "LOG_LEVEL=warn")
+	s := &Server{tb: tb, Addr: freeAddr(tb), AdminAddr: freeAddr(tb)}
+	// REGISTER_RATE=0: every test registers its users from 127.0.0.1.
+	s.env = append(os.Environ(), "HTTP_ADDR="+s.Addr, "ADMIN_ADDR="+s.AdminAddr, "DATABASE_URL="+dbURL,
+		"JWT_SECRET="+JWTSecret, "BCRYPT_COST=4", "LOG_LEVEL=warn", "REGISTER_RATE=0")
 	s.env = append(s.env, extraEnv...)
 	tb.Cleanup(s.Stop)
 	return s
 }
 
-// start launches the binary and waits until /readyz answers 200.
+// Start launches the binary and waits until /readyz answers 200.
 func (s *Server) Start() {
 	s.tb.Helper()
-	s.mu.Lock()
-	s.log = new(bytes.Buffer)
-	s.cmd = exec.Command(serverBin)
-	s.cmd.Env = s.env
-	s.cmd.Stdout, s.cmd.Stderr = s.log, s.log
-	s.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	err := s.cmd.Start()
-	s.mu.Unlock()
-	if err != nil {
-		s.tb.Fatal(err)
-	}
+	s.Launch()
 	if !WaitUntil(15*time.Second, func() bool { return s.Get("/readyz") == 200 }) {
 		s.tb.Fatalf("Server not ready; log:\n%s", s.LogText())
 	}
 }
 
+// Launch starts the binary without waiting for it to be ready.
+func (s *Server) Launch() {
+	s.tb.Helper()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.log = new(bytes.Buffer)
+	argv := append(append([]string(nil), s.Prefix...), serverBin)
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.Env = s.env
+	cmd.Stdout, cmd.Stderr = lockedWriter{&s.mu, s.log}, lockedWriter{&s.mu, s.log}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		s.tb.Fatal(err)
+	}
+	p := &process{cmd: cmd, done: make(chan struct{})}
+	go func() { p.err = cmd.Wait(); close(p.done) }()
+	s.proc = p
+}
+
+// lockedWriter serialises the process's output with LogText.
+type lockedWriter struct {
+	mu *sync.Mutex
+	b  *bytes.Buffer
+}
+
+func (w lockedWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.b.Write(p)
+}
+
 func (s *Server) LogText() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.log == nil {
+		return ""
+	}
 	return s.log.String()
 }
 
-// take hands over the running process (nil if none) and forgets it.
-func (s *Server) take() *exec.Cmd {
+// current returns the running (or exited, not yet taken) process.
+func (s *Server) current() *process {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	cmd := s.cmd
-	s.cmd = nil
-	return cmd
+	return s.proc
+}
+
+// take hands over the process (nil if none) and forgets it.
+func (s *Server) take() *process {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	p := s.proc
+	s.proc = nil
+	return p
+}
+
+// Alive reports whether the process is running.
+func (s *Server) Alive() bool {
+	p := s.current()
+	if p == nil {
+		return false
+	}
+	select {
+	case <-p.done:
+		return false
+	default:
+		return true
+	}
+}
+
+// WaitExit waits up to d for the process to exit by itself and returns
+// its exit code; exited is false if it is still running.
+func (s *Server) WaitExit(d time.Duration) (code int, exited bool) {
+	p := s.current()
+	if p == nil {
+		return 0, false
+	}
+	select {
+	case <-p.done:
+		s.take()
+		return p.cmd.ProcessState.ExitCode(), true
+	case <-time.After(d):
+		return 0, false
+	}
+}
+
+// Signal sends sig to the running process.
+func (s *Server) Signal(sig os.Signal) {
+	if p := s.current(); p != nil {
+		_ = p.cmd.Process.Signal(sig)
+	}
 }
 
 // Kill9 kills the Server with SIGKILL and reaps it.
 func (s *Server) Kill9() {
 	s.tb.Helper()
-	cmd := s.take()
-	if cmd == nil {
+	p := s.take()
+	if p == nil {
 		return
 	}
-	_ = cmd.Process.Signal(syscall.SIGKILL)
-	_ = cmd.Wait()
+	_ = p.cmd.Process.Signal(syscall.SIGKILL)
+	<-p.done
 }
 
 // Stop stops the Server gracefully (SIGTERM), killing it if it hangs.
 func (s *Server) Stop() {
-	cmd := s.take()
-	if cmd == nil {
+	p := s.take()
+	if p == nil {
 		return
 	}
-	_ = cmd.Process.Signal(syscall.SIGTERM)
-	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(done) }()
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
 	select {
-	case <-done:
+	case <-p.done:
 	case <-time.After(20 * time.Second):
-		_ = cmd.Process.Signal(syscall.SIGKILL)
-		<-done
+		_ = p.cmd.Process.Signal(syscall.SIGKILL)
+		<-p.done
 		s.tb.Errorf("Server did not stop on SIGTERM")
 	}
 }
 
 func (s *Server) PID() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.cmd == nil {
+	p := s.current()
+	if p == nil {
 		return 0
 	}
-	return s.cmd.Process.Pid
+	return p.cmd.Process.Pid
 }
 
 // JWTSecret is the servers' signing secret, so benchmarks can mint tokens.
@@ -189,8 +266,15 @@ const JWTSecret = "harness-secret-0123456789"
 
 var quick = &http.Client{Timeout: 2 * time.Second}
 
+// Get returns the status of GET path: /readyz, /healthz and /metrics on
+// the admin listener, anything else on the public one (0: no answer).
 func (s *Server) Get(path string) int {
-	resp, err := quick.Get("http://" + s.Addr + path)
+	addr := s.Addr
+	switch path {
+	case "/readyz", "/healthz", "/metrics":
+		addr = s.AdminAddr
+	}
+	resp, err := quick.Get("http://" + addr + path)
 	if err != nil {
 		return 0
 	}
@@ -220,14 +304,25 @@ type Client struct {
 }
 
 func NewClient(addr string, conns int, timeout time.Duration) *Client {
+	return NewClientFrom(addr, "", conns, timeout)
+}
+
+// NewClientFrom is NewClient with connections from the local address from
+// (an IP of 127.0.0.0/8; "" for any), to test per-address rules.
+func NewClientFrom(addr, from string, conns int, timeout time.Duration) *Client {
 	tr := &http.Transport{MaxIdleConns: conns, MaxIdleConnsPerHost: conns, MaxConnsPerHost: conns,
 		IdleConnTimeout: 30 * time.Second}
+	if from != "" {
+		d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}, Timeout: timeout}
+		tr.DialContext = d.DialContext
+	}
 	return &Client{base: "http://" + addr, hc: &http.Client{Timeout: timeout, Transport: tr}}
 }
 
 // Result of one request: code 0 means no HTTP answer (timeout, refused).
 type Result struct {
 	Code    int
+	Header  http.Header
 	Body    []byte
 	Latency time.Duration
 	Err     error
@@ -256,7 +351,7 @@ func (c *Client) Do(method, path, token, key string, body any) Result {
 	}
 	defer func() { _ = resp.Body.Close() }()
 	b, err := io.ReadAll(resp.Body)
-	return Result{Code: resp.StatusCode, Body: b, Latency: time.Since(start), Err: err}
+	return Result{Code: resp.StatusCode, Header: resp.Header, Body: b, Latency: time.Since(start), Err: err}
 }
 
 func (c *Client) Auth(tb testing.TB, user, password string) string {
@@ -362,9 +457,9 @@ func AuditDB(tb testing.TB, dbURL string, users int) {
 	}
 }
 
-// DBKeys returns every idempotency key stored with a change, and how many
-// changes the ledgers hold.
-func DBKeys(tb testing.TB, dbURL string) (keys map[string]bool, changes int) {
+// DBKeys returns every idempotency key stored with a change of users, and
+// how many changes of theirs the ledgers hold (users nil: everyone's).
+func DBKeys(tb testing.TB, dbURL string, users []string) (keys map[string]bool, changes int) {
 	tb.Helper()
 	ctx := context.Background()
 	pool, err := persist.Open(ctx, dbURL, 2)
@@ -372,7 +467,8 @@ func DBKeys(tb testing.TB, dbURL string) (keys map[string]bool, changes int) {
 		tb.Fatal(err)
 	}
 	defer pool.Close()
-	rows, err := pool.Query(ctx, `SELECT user_name || '/' || key FROM idempotency_keys`)
+	all := users == nil
+	rows, err := pool.Query(ctx, `SELECT user_name || '/' || key FROM idempotency_keys WHERE $1 OR user_name = ANY($2)`, all, users)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -385,7 +481,8 @@ func DBKeys(tb testing.TB, dbURL string) (keys map[string]bool, changes int) {
 		keys[k] = true
 	}
 	rows.Close()
-	if err := pool.QueryRow(ctx, `SELECT (SELECT count(*) FROM purchases) + (SELECT count(*) FROM transfers)`).Scan(&changes); err != nil {
+	if err := pool.QueryRow(ctx, `SELECT (SELECT count(*) FROM purchases WHERE $1 OR user_name = ANY($2))
+  + (SELECT count(*) FROM transfers WHERE $1 OR from_user = ANY($2))`, all, users).Scan(&changes); err != nil {
 		tb.Fatal(err)
 	}
 	return keys, changes
@@ -422,4 +519,55 @@ func RSSBytes(pid int) (int64, error) {
 		}
 	}
 	return 0, errors.New("no VmRSS")
+}
+
+// AuditBatches fails when the ledger rows of one journal batch were
+// written by more than one transaction: the batch was applied twice.
+func AuditBatches(tb testing.TB, dbURL string) {
+	tb.Helper()
+	ctx := context.Background()
+	pool, err := persist.Open(ctx, dbURL, 2)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer pool.Close()
+	var dup string
+	err = pool.QueryRow(ctx, `SELECT coalesce(string_agg(batch::text, ','), '') FROM (
+  SELECT batch FROM (SELECT batch, xmin::text x FROM purchases UNION ALL SELECT batch, xmin::text FROM transfers) l
+  GROUP BY batch HAVING count(DISTINCT x) > 1) d`).Scan(&dup)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if dup != "" {
+		tb.Fatalf("journal batches written by two transactions (applied twice): %s", dup)
+	}
+}
+
+// AuditMemoryMatchesDB fails when a user's balance seen through the API
+// (the actor's memory) differs from the database's.
+func AuditMemoryMatchesDB(tb testing.TB, c *Client, tokens map[string]string, dbURL string) {
+	tb.Helper()
+	ctx := context.Background()
+	pool, err := persist.Open(ctx, dbURL, 2)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer pool.Close()
+	for user, tok := range tokens {
+		r := c.Do("GET", "/api/info", tok, "", nil)
+		if r.Code != 200 {
+			tb.Fatalf("info %s: %d %s", user, r.Code, r.Body)
+		}
+		var in Info
+		if err := json.Unmarshal(r.Body, &in); err != nil {
+			tb.Fatal(err)
+		}
+		var db int64
+		if err := pool.QueryRow(ctx, `SELECT balance FROM users WHERE name = $1`, user).Scan(&db); err != nil {
+			tb.Fatal(err)
+		}
+		if db != in.Coins {
+			tb.Errorf("%s: API says %d coins, database %d", user, in.Coins, db)
+		}
+	}
 }

@@ -31,7 +31,7 @@ const users = 100_000
 func mustPopulated(tb testing.TB, n int) string {
 	tb.Helper()
 	url := harness.MustDatabase(tb)
-	if _, err := persist.Migrate(url); err != nil {
+	if _, err := persist.Migrate(context.Background(), url); err != nil {
 		tb.Fatal(err)
 	}
 	ctx := context.Background()

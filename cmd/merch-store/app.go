@@ -4,12 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
-	"net/http/pprof"
-	"strings"
+	"sync"
+	"syscall"
 	"time"
 
 	"github.com/anthdm/hollywood/actor"
@@ -19,6 +18,7 @@ import (
 
 	"merch/actors"
 	"merch/api"
+	"merch/internal/listener"
 	"merch/persist"
 )
 
@@ -29,15 +29,28 @@ const (
 	journalAttemptMax  = 5 * time.Second // one batch attempt; a hung database fails it
 	actorSweepInterval = time.Second     // janitor period (also rebuild delay after a panic)
 	loadTimeout        = 2 * time.Second // loading one user
-	startTimeout       = 30 * time.Second
-	loginFailureNames  = 100_000 // names tracked by the brute-force limiter
+	loginFailureNames  = 100_000         // names (and name, address pairs) tracked by the brute-force limiter
+	registerAddrs      = 100_000         // client addresses tracked by the registration limit
+	absentTTL          = time.Second     // an unknown name is not looked up again for this long
+	keyPurgeInterval   = 10 * time.Minute
+	// fdReserve: file descriptors kept for everything but client
+	// connections (database pool, admin listener, logs, the runtime).
+	fdReserve = 128
+	// journalWriter is the single node's row in journal_writers: every
+	// process started on a database claims it, so a second one supersedes
+	// the first, which then stops.
+	journalWriter = "main"
 )
 
 // Main wires pool → journal → actors → api and shuts them down in reverse
 // order. Start and Close are not safe for concurrent use.
 type Main struct {
-	cfg     Config
-	OnFatal func(error) // journal cannot make progress; default logs only
+	cfg Config
+	// OnFatal is required: the journal found a broken invariant of ours
+	// (another process took over the database, a balance update touched
+	// the wrong rows) and stopped writing for good. The process must exit
+	// non-zero; state is recovered from PostgreSQL on restart.
+	OnFatal func(error)
 
 	pool    *pgxpool.Pool
 	journal *persist.Journal
@@ -45,66 +58,84 @@ type Main struct {
 	sys     *actors.System
 	hasher  *api.Hasher
 	http    *fasthttp.Server
-	ln      net.Listener
-	served  chan error
-	pprof   *http.Server
+	ln      *listener.Listener
+	admin   *http.Server
+	adminLn net.Listener
+	stopped chan error // an unplanned stop of a listener
+	purge   chan struct{}
+	wg      sync.WaitGroup
 }
 
 // New returns an unstarted Main.
-func New(cfg Config) *Main { return &Main{cfg: cfg} }
+func New(cfg Config) *Main { return &Main{cfg: cfg, stopped: make(chan error, 2)} }
 
-// Run starts, serves until ctx ends, then shuts down gracefully.
+// Run starts, serves until ctx ends, then shuts down gracefully. A listener
+// that stops by itself is an unplanned stop: Run shuts down and returns an
+// error, so the process exits non-zero and a supervisor restarts it.
 func (m *Main) Run(ctx context.Context) error {
 	if err := m.Start(ctx); err != nil {
 		return errors.Join(err, m.Close())
 	}
-	select {
-	case <-ctx.Done():
-	case err := <-m.served:
-		slog.Error("http server stopped", "err", err)
-	}
-	return m.Close()
+	return m.Wait(ctx)
 }
 
-// Addr returns the listening address once started.
+// Wait serves until ctx ends or a listener stops by itself, then shuts
+// down; the latter is an error.
+func (m *Main) Wait(ctx context.Context) error {
+	var unplanned error
+	select {
+	case <-ctx.Done():
+	case unplanned = <-m.stopped:
+		slog.Error("stopping: a listener stopped by itself", "err", unplanned)
+	}
+	return errors.Join(unplanned, m.Close())
+}
+
+// Addr returns the public listening address once started.
 func (m *Main) Addr() string { return m.ln.Addr().String() }
 
-// Start migrates the database, starts the journal, the actors and the HTTP
-// server. Start-up does not depend on the number of users: users load on
-// first use.
+// AdminAddr returns the admin listening address once started.
+func (m *Main) AdminAddr() string { return m.adminLn.Addr().String() }
+
+// Start migrates the database, claims the journal, starts the actors and
+// both listeners. Every step is bounded by START_TIMEOUT and by ctx (a
+// signal during start-up ends it at once). Start-up does not depend on the
+// number of users: users load on first use.
 func (m *Main) Start(ctx context.Context) error {
+	if m.OnFatal == nil {
+		return errors.New("merch-store: Main.OnFatal is required")
+	}
 	begin := time.Now()
-	ctx, cancel := context.WithTimeout(ctx, startTimeout)
+	ctx, cancel := context.WithTimeoutCause(ctx, m.cfg.StartTimeout,
+		fmt.Errorf("start-up took longer than START_TIMEOUT (%v)", m.cfg.StartTimeout))
 	defer cancel()
-	version, err := persist.Migrate(m.cfg.DatabaseURL)
+	version, err := persist.Migrate(ctx, m.cfg.DatabaseURL)
 	if err != nil {
 		return err
 	}
 	slog.Info("migrations applied", "version", version)
 	if m.pool, err = persist.Open(ctx, m.cfg.DatabaseURL, int32(m.cfg.DBMaxConns)); err != nil {
-		return err
+		return startError(ctx, err)
 	}
 	reg := api.NewRegistry()
-	fatal := m.OnFatal
-	if fatal == nil {
-		fatal = func(err error) { slog.Error("journal fatal", "err", err) }
-	}
 	m.journal, err = persist.OpenJournal(ctx, persist.JournalConfig{
-		Pool: m.pool, QueueMax: m.cfg.JournalQueue, BatchMax: m.cfg.JournalBatch,
+		Pool: m.pool, Writer: journalWriter, QueueMax: m.cfg.JournalQueue, BatchMax: m.cfg.JournalBatch,
 		RetryMin: journalRetryMin, RetryMax: journalRetryMax, AttemptTimeout: journalAttemptMax,
-		Metrics: api.NewJournalMetrics(reg), Fatal: fatal,
+		Metrics: api.NewJournalMetrics(reg), Fatal: m.OnFatal,
 	})
 	if err != nil {
-		return err
+		return startError(ctx, err)
 	}
+	slog.Info("journal writer claimed", "writer", journalWriter, "incarnation", m.journal.Incarnation())
 	if m.engine, err = actor.NewEngine(actor.NewEngineConfig()); err != nil {
 		return fmt.Errorf("actor engine: %w", err)
 	}
+	store := persist.NewStore(m.pool)
 	m.sys, err = actors.NewSystem(actors.Config{
-		Engine: m.engine, Journal: m.journal, Store: persist.NewStore(m.pool), Metrics: api.NewActorMetrics(reg),
+		Engine: m.engine, Journal: m.journal, Store: store, Metrics: api.NewActorMetrics(reg),
 		InboxSize: m.cfg.InboxSize, InflightPerUserMax: m.cfg.InflightPerUser,
 		IdleTTL: m.cfg.IdleTTL, SweepInterval: actorSweepInterval, LoadTimeout: loadTimeout,
-		WriteTimeout: m.cfg.RequestTimeout, ReadTimeout: m.cfg.RequestTimeout,
+		WriteTimeout: m.cfg.RequestTimeout, ReadTimeout: m.cfg.RequestTimeout, AbsentTTL: absentTTL,
 	})
 	if err != nil {
 		return err
@@ -112,13 +143,22 @@ func (m *Main) Start(ctx context.Context) error {
 	if err := m.startHTTP(reg); err != nil {
 		return err
 	}
-	if m.cfg.PprofAddr != "" {
-		if err := m.startPprof(); err != nil {
-			return err
-		}
+	if err := m.startAdmin(reg); err != nil {
+		return err
 	}
-	slog.Info("merch-store started", "addr", m.Addr(), "startup", time.Since(begin).Round(time.Millisecond))
+	m.startPurger(store)
+	slog.Info("merch-store started", "addr", m.Addr(), "admin", m.AdminAddr(),
+		"startup", time.Since(begin).Round(time.Millisecond))
 	return nil
+}
+
+// startError names why a start-up step gave up when its deadline or a
+// signal ended it.
+func startError(ctx context.Context, err error) error {
+	if cause := context.Cause(ctx); cause != nil {
+		return fmt.Errorf("%w (%w)", err, cause)
+	}
+	return err
 }
 
 func (m *Main) startHTTP(reg *prometheus.Registry) error {
@@ -133,7 +173,12 @@ func (m *Main) startHTTP(reg *prometheus.Registry) error {
 	if err != nil {
 		return err
 	}
-	limiter, err := api.NewLimiter(m.cfg.LoginFailures, m.cfg.LoginWindow, loginFailureNames)
+	limiter, err := api.NewLimiter(api.LimiterConfig{FailuresMax: m.cfg.LoginFailures,
+		NameFailuresMax: m.cfg.LoginNameFailures, Window: m.cfg.LoginWindow, NamesMax: loginFailureNames})
+	if err != nil {
+		return err
+	}
+	regs, err := api.NewRegistrations(m.cfg.RegisterRate, m.cfg.RegisterBurst, registerAddrs)
 	if err != nil {
 		return err
 	}
@@ -141,17 +186,92 @@ func (m *Main) startHTTP(reg *prometheus.Registry) error {
 		func() float64 { return float64(m.journal.QueueDepth()) },
 		func() float64 { return float64(m.hasher.QueueDepth()) })
 	srv, err := api.New(api.Config{System: m.sys, Tokens: tokens, Hasher: m.hasher, Limiter: limiter,
-		Registry: reg, Ready: m.journal.Ready})
+		Registrations: regs, Registry: reg})
 	if err != nil {
 		return err
 	}
 	m.http = srv.HTTPServer()
-	if m.ln, err = net.Listen("tcp", m.cfg.HTTPAddr); err != nil {
+	ln, err := net.Listen("tcp", m.cfg.HTTPAddr)
+	if err != nil {
 		return err
 	}
-	m.served = make(chan error, 1)
-	go func() { m.served <- m.http.Serve(m.ln) }()
+	rejected := api.NewRejectedConns(reg)
+	m.ln = listener.New(ln, listener.Config{
+		MaxConns: connCap(m.cfg), MaxConnsPerIP: m.cfg.MaxConnsPerIP, OnReject: rejected,
+		OnAcceptError: func(err error, backoff time.Duration) {
+			slog.Error("accept failed; retrying", "err", err, "backoff", backoff)
+		},
+	})
+	go m.serve("http", func() error { return m.http.Serve(m.ln) })
 	return nil
+}
+
+// connCap is MAX_CONNS, lowered to what the file descriptor limit leaves
+// (the soft limit was raised to the hard one at start): connections past
+// the cap get a 503 instead of making accept fail.
+func connCap(cfg Config) int {
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		return cfg.MaxConns
+	}
+	fit := int(min(lim.Cur, 1<<30)) - fdReserve - cfg.DBMaxConns
+	if fit < cfg.MaxConns {
+		fit = max(fit, 1)
+		slog.Warn("MAX_CONNS lowered to fit the file descriptor limit", "max_conns", cfg.MaxConns,
+			"lowered_to", fit, "nofile", lim.Cur)
+		return fit
+	}
+	return cfg.MaxConns
+}
+
+// serve runs a listener's loop; if it returns while Main is not closing,
+// that is an unplanned stop.
+func (m *Main) serve(name string, loop func() error) {
+	err := loop()
+	if err == nil || errors.Is(err, http.ErrServerClosed) || errors.Is(err, net.ErrClosed) {
+		err = fmt.Errorf("%s listener stopped", name)
+	}
+	m.stopped <- fmt.Errorf("%s: %w", name, err)
+}
+
+func (m *Main) startAdmin(reg *prometheus.Registry) error {
+	ln, err := net.Listen("tcp", m.cfg.AdminAddr)
+	if err != nil {
+		return fmt.Errorf("admin listen: %w", err)
+	}
+	m.adminLn = ln
+	m.admin = &http.Server{Handler: api.AdminHandler(reg, m.journal.Ready),
+		ReadHeaderTimeout: 5 * time.Second, IdleTimeout: time.Minute}
+	go m.serve("admin", func() error { return m.admin.Serve(ln) })
+	return nil
+}
+
+// startPurger deletes expired idempotency keys now and every
+// keyPurgeInterval, until Close.
+func (m *Main) startPurger(store *persist.Store) {
+	m.purge = make(chan struct{})
+	m.wg.Add(1)
+	go func() {
+		defer m.wg.Done()
+		t := time.NewTicker(keyPurgeInterval)
+		defer t.Stop()
+		for {
+			ctx, cancel := context.WithTimeout(context.Background(), keyPurgeInterval/2)
+			n, err := store.PurgeExpiredKeys(ctx)
+			cancel()
+			switch {
+			case err != nil:
+				slog.Warn("idempotency key purge failed", "err", err)
+			case n > 0:
+				slog.Info("expired idempotency keys purged", "keys", n)
+			}
+			select {
+			case <-m.purge:
+				return
+			case <-t.C:
+			}
+		}
+	}()
 }
 
 // Close shuts down: stop accepting and finish in-flight requests, flush the
@@ -163,9 +283,15 @@ func (m *Main) Close() error {
 	var errs []error
 	if m.http != nil {
 		errs = append(errs, m.http.ShutdownWithContext(ctx))
+	} else if m.ln != nil {
+		_ = m.ln.Close()
 	}
-	if m.pprof != nil {
-		errs = append(errs, m.pprof.Close())
+	if m.admin != nil {
+		errs = append(errs, m.admin.Close())
+	}
+	if m.purge != nil {
+		close(m.purge)
+		m.wg.Wait()
 	}
 	if m.journal != nil {
 		errs = append(errs, m.journal.Close(ctx))
@@ -181,36 +307,6 @@ func (m *Main) Close() error {
 	}
 	slog.Info("merch-store stopped")
 	return errors.Join(errs...)
-}
-
-// startPprof serves the Go profiler on its own listener (for make profile).
-func (m *Main) startPprof() error {
-	ln, err := net.Listen("tcp", m.cfg.PprofAddr)
-	if err != nil {
-		return fmt.Errorf("pprof listen: %w", err)
-	}
-	mux := http.NewServeMux()
-	mux.HandleFunc("/debug/pprof/", pprof.Index)
-	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-	m.pprof = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	go func() { _ = m.pprof.Serve(ln) }()
-	slog.Info("pprof serving", "addr", ln.Addr().String())
-	return nil
-}
-
-func setupLogging(cfg Config, w io.Writer) {
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(strings.ToUpper(cfg.LogLevel))); err != nil {
-		level = slog.LevelInfo
-	}
-	opts := &slog.HandlerOptions{Level: level}
-	var h slog.Handler = slog.NewTextHandler(w, opts)
-	if cfg.LogFormat == "json" {
-		h = slog.NewJSONHandler(w, opts)
-	}
-	slog.SetDefault(slog.New(h))
 }
 
 var _ persist.JournalMetrics = (*api.JournalMetrics)(nil)

@@ -6,115 +6,155 @@ import (
 	"fmt"
 	"os"
 	"runtime"
-	"strconv"
+	"slices"
+	"strings"
 	"time"
+
+	"merch/persist"
 )
 
 // Config is everything the server reads from its environment. Every
 // variable can be overridden by the flag of the same name in lower case
 // with dashes (HTTP_ADDR → -http-addr). The README lists them all.
 type Config struct {
-	HTTPAddr        string        // HTTP_ADDR
-	DatabaseURL     string        // DATABASE_URL (required)
-	JWTSecret       string        // JWT_SECRET (required, ≥ 16 bytes)
-	JWTTTL          time.Duration // JWT_TTL
-	BcryptCost      int           // BCRYPT_COST
-	LogLevel        string        // LOG_LEVEL: debug, info, warn, error
-	LogFormat       string        // LOG_FORMAT: text or json
-	DBMaxConns      int           // DB_MAX_CONNS
-	JournalQueue    int           // JOURNAL_QUEUE
-	JournalBatch    int           // JOURNAL_BATCH
-	RequestTimeout  time.Duration // REQUEST_TIMEOUT
-	IdleTTL         time.Duration // ACTOR_IDLE_TTL
-	InflightPerUser int           // INFLIGHT_PER_USER
-	InboxSize       int           // ACTOR_INBOX_SIZE
-	HashWorkers     int           // HASH_WORKERS
-	HashQueue       int           // HASH_QUEUE
-	TokenCache      int           // TOKEN_CACHE
-	LoginFailures   int           // LOGIN_FAILURES_MAX
-	LoginWindow     time.Duration // LOGIN_FAILURE_WINDOW
-	ShutdownTimeout time.Duration // SHUTDOWN_TIMEOUT
-	PprofAddr       string        // PPROF_ADDR: serve net/http/pprof here; empty = off
+	HTTPAddr          string        // HTTP_ADDR
+	AdminAddr         string        // ADMIN_ADDR: /metrics, /healthz, /readyz, pprof
+	DatabaseURL       string        // DATABASE_URL (required)
+	JWTSecret         string        // JWT_SECRET (required, ≥ 16 bytes)
+	JWTTTL            time.Duration // JWT_TTL
+	BcryptCost        int           // BCRYPT_COST
+	LogLevel          string        // LOG_LEVEL: debug, info, warn, error
+	LogFormat         string        // LOG_FORMAT: text or json
+	LogRepeatInterval time.Duration // LOG_REPEAT_INTERVAL
+	DBMaxConns        int           // DB_MAX_CONNS
+	JournalQueue      int           // JOURNAL_QUEUE
+	JournalBatch      int           // JOURNAL_BATCH
+	RequestTimeout    time.Duration // REQUEST_TIMEOUT
+	IdleTTL           time.Duration // ACTOR_IDLE_TTL
+	InflightPerUser   int           // INFLIGHT_PER_USER
+	InboxSize         int           // ACTOR_INBOX_SIZE
+	HashWorkers       int           // HASH_WORKERS
+	HashQueue         int           // HASH_QUEUE
+	TokenCache        int           // TOKEN_CACHE
+	LoginFailures     int           // LOGIN_FAILURES_MAX: per name and client address
+	LoginNameFailures int           // LOGIN_FAILURES_NAME_MAX: per name, all addresses
+	LoginWindow       time.Duration // LOGIN_FAILURE_WINDOW
+	RegisterRate      float64       // REGISTER_RATE: new users per second per client address; 0 = off
+	RegisterBurst     int           // REGISTER_BURST
+	MaxConns          int           // MAX_CONNS
+	MaxConnsPerIP     int           // MAX_CONNS_PER_IP: 0 = off
+	StartTimeout      time.Duration // START_TIMEOUT
+	ShutdownTimeout   time.Duration // SHUTDOWN_TIMEOUT
 }
 
 // DefaultConfig returns the documented defaults (no secrets, no database).
 func DefaultConfig() Config {
 	return Config{
-		HTTPAddr:        ":8080",
-		JWTTTL:          24 * time.Hour,
-		BcryptCost:      10,
-		LogLevel:        "info",
-		LogFormat:       "text",
-		DBMaxConns:      16,
-		JournalQueue:    16384,
-		JournalBatch:    4096,
-		RequestTimeout:  time.Second,
-		IdleTTL:         10 * time.Minute,
-		InflightPerUser: 64,
-		InboxSize:       8,
-		HashWorkers:     max(1, runtime.GOMAXPROCS(0)/2), // leave cores for serving during a login storm
-		HashQueue:       64,
-		TokenCache:      100_000,
-		LoginFailures:   10,
-		LoginWindow:     time.Minute,
-		ShutdownTimeout: 15 * time.Second,
+		HTTPAddr:          ":8080",
+		AdminAddr:         "127.0.0.1:8081",
+		JWTTTL:            24 * time.Hour,
+		BcryptCost:        10,
+		LogLevel:          "info",
+		LogFormat:         "text",
+		LogRepeatInterval: 10 * time.Second,
+		DBMaxConns:        16,
+		JournalQueue:      16384,
+		JournalBatch:      4096,
+		RequestTimeout:    time.Second,
+		IdleTTL:           10 * time.Minute,
+		InflightPerUser:   64,
+		InboxSize:         8,
+		HashWorkers:       max(1, runtime.GOMAXPROCS(0)/2), // leave cores for serving during a login storm
+		HashQueue:         64,
+		TokenCache:        100_000,
+		LoginFailures:     10,
+		LoginNameFailures: 100,
+		LoginWindow:       time.Minute,
+		RegisterRate:      10,
+		RegisterBurst:     50,
+		MaxConns:          10_000,
+		MaxConnsPerIP:     1_000,
+		StartTimeout:      30 * time.Second,
+		ShutdownTimeout:   15 * time.Second,
 	}
 }
 
-// LoadConfig reads the environment, then flags from args.
+// setting is one variable: its flag is registered with the documented
+// default (never a value from the environment, so -h shows no secret).
+type setting struct {
+	env    string
+	usage  string
+	define func(fs *flag.FlagSet, name, usage string)
+}
+
+func (c *Config) settings() []setting {
+	str := func(p *string) func(*flag.FlagSet, string, string) {
+		return func(fs *flag.FlagSet, n, u string) { fs.StringVar(p, n, *p, u) }
+	}
+	num := func(p *int) func(*flag.FlagSet, string, string) {
+		return func(fs *flag.FlagSet, n, u string) { fs.IntVar(p, n, *p, u) }
+	}
+	float := func(p *float64) func(*flag.FlagSet, string, string) {
+		return func(fs *flag.FlagSet, n, u string) { fs.Float64Var(p, n, *p, u) }
+	}
+	dur := func(p *time.Duration) func(*flag.FlagSet, string, string) {
+		return func(fs *flag.FlagSet, n, u string) { fs.DurationVar(p, n, *p, u) }
+	}
+	return []setting{
+		{"HTTP_ADDR", "public listen address (the API)", str(&c.HTTPAddr)},
+		{"ADMIN_ADDR", "admin listen address: /metrics, /healthz, /readyz, /debug/pprof", str(&c.AdminAddr)},
+		{"DATABASE_URL", "PostgreSQL URL (required)", str(&c.DatabaseURL)},
+		{"JWT_SECRET", "HS256 signing secret, at least 16 bytes (required)", str(&c.JWTSecret)},
+		{"JWT_TTL", "token lifetime", dur(&c.JWTTTL)},
+		{"BCRYPT_COST", "bcrypt cost for new passwords (4…31)", num(&c.BcryptCost)},
+		{"LOG_LEVEL", "debug, info, warn or error", str(&c.LogLevel)},
+		{"LOG_FORMAT", "text or json", str(&c.LogFormat)},
+		{"LOG_REPEAT_INTERVAL", "a repeated log line is written once per interval, then counted", dur(&c.LogRepeatInterval)},
+		{"DB_MAX_CONNS", "PostgreSQL pool size", num(&c.DBMaxConns)},
+		{"JOURNAL_QUEUE", "records waiting for the journal writer before 503", num(&c.JournalQueue)},
+		{"JOURNAL_BATCH", "records per journal transaction at most", num(&c.JournalBatch)},
+		{"REQUEST_TIMEOUT", "wait for an actor's answer (writes: durable) before 503", dur(&c.RequestTimeout)},
+		{"ACTOR_IDLE_TTL", "idle time before a user's actor is passivated", dur(&c.IdleTTL)},
+		{"INFLIGHT_PER_USER", "pending requests per user before 503", num(&c.InflightPerUser)},
+		{"ACTOR_INBOX_SIZE", "initial mailbox size per actor", num(&c.InboxSize)},
+		{"HASH_WORKERS", "bcrypt worker goroutines", num(&c.HashWorkers)},
+		{"HASH_QUEUE", "bcrypt jobs waiting before 503, per queue (verifications, new hashes)", num(&c.HashQueue)},
+		{"TOKEN_CACHE", "verified tokens cached", num(&c.TokenCache)},
+		{"LOGIN_FAILURES_MAX", "wrong passwords per name and client address per window before 429", num(&c.LoginFailures)},
+		{"LOGIN_FAILURES_NAME_MAX", "wrong passwords per name (all addresses) per window before addresses that failed get 429", num(&c.LoginNameFailures)},
+		{"LOGIN_FAILURE_WINDOW", "login failure window", dur(&c.LoginWindow)},
+		{"REGISTER_RATE", "new users per second per client address (0: no limit)", float(&c.RegisterRate)},
+		{"REGISTER_BURST", "new users per client address in a burst", num(&c.RegisterBurst)},
+		{"MAX_CONNS", "open client connections at most (lowered to fit the file descriptor limit)", num(&c.MaxConns)},
+		{"MAX_CONNS_PER_IP", "open client connections per client address at most (0: no limit; set 0 behind a proxy)", num(&c.MaxConnsPerIP)},
+		{"START_TIMEOUT", "bound on start-up (migrations, connecting, claiming the journal)", dur(&c.StartTimeout)},
+		{"SHUTDOWN_TIMEOUT", "graceful shutdown bound", dur(&c.ShutdownTimeout)},
+	}
+}
+
+// LoadConfig reads the environment, then flags from args (flags win).
+// Errors name the variable.
 func LoadConfig(args []string, getenv func(string) string) (Config, error) {
 	c := DefaultConfig()
 	fs := flag.NewFlagSet("merch-store", flag.ContinueOnError)
-	var errs []error
-	str := func(p *string, env, usage string) {
-		if v := getenv(env); v != "" {
-			*p = v
-		}
-		fs.StringVar(p, flagName(env), *p, usage+" ("+env+")")
+	settings := c.settings()
+	for _, s := range settings {
+		s.define(fs, flagName(s.env), s.usage+" ("+s.env+")")
 	}
-	num := func(p *int, env, usage string) {
-		if v := getenv(env); v != "" {
-			n, err := strconv.Atoi(v)
-			if err != nil {
-				errs = append(errs, fmt.Errorf("%s: %w", env, err))
-			}
-			*p = n
-		}
-		fs.IntVar(p, flagName(env), *p, usage+" ("+env+")")
-	}
-	dur := func(p *time.Duration, env, usage string) {
-		if v := getenv(env); v != "" {
-			d, err := time.ParseDuration(v)
-			if err != nil {
-				errs = append(errs, fmt.Errorf("%s: %w", env, err))
-			}
-			*p = d
-		}
-		fs.DurationVar(p, flagName(env), *p, usage+" ("+env+")")
-	}
-	str(&c.HTTPAddr, "HTTP_ADDR", "listen address")
-	str(&c.DatabaseURL, "DATABASE_URL", "PostgreSQL URL")
-	str(&c.JWTSecret, "JWT_SECRET", "HS256 signing secret, at least 16 bytes")
-	dur(&c.JWTTTL, "JWT_TTL", "token lifetime")
-	num(&c.BcryptCost, "BCRYPT_COST", "bcrypt cost for new passwords")
-	str(&c.LogLevel, "LOG_LEVEL", "debug, info, warn or error")
-	str(&c.LogFormat, "LOG_FORMAT", "text or json")
-	num(&c.DBMaxConns, "DB_MAX_CONNS", "PostgreSQL pool size")
-	num(&c.JournalQueue, "JOURNAL_QUEUE", "records waiting for the journal writer before 503")
-	num(&c.JournalBatch, "JOURNAL_BATCH", "records per journal transaction at most")
-	dur(&c.RequestTimeout, "REQUEST_TIMEOUT", "wait for an actor's answer (writes: durable) before 503")
-	dur(&c.IdleTTL, "ACTOR_IDLE_TTL", "idle time before a user's actor is passivated")
-	num(&c.InflightPerUser, "INFLIGHT_PER_USER", "pending requests per user before 503")
-	num(&c.InboxSize, "ACTOR_INBOX_SIZE", "initial mailbox size per actor")
-	num(&c.HashWorkers, "HASH_WORKERS", "bcrypt worker goroutines")
-	num(&c.HashQueue, "HASH_QUEUE", "bcrypt jobs waiting before 503")
-	num(&c.TokenCache, "TOKEN_CACHE", "verified tokens cached")
-	num(&c.LoginFailures, "LOGIN_FAILURES_MAX", "wrong passwords per name per window before 429")
-	dur(&c.LoginWindow, "LOGIN_FAILURE_WINDOW", "login failure window")
-	dur(&c.ShutdownTimeout, "SHUTDOWN_TIMEOUT", "graceful shutdown bound")
-	str(&c.PprofAddr, "PPROF_ADDR", "serve /debug/pprof on this address (keep it on loopback); empty: off")
 	if err := fs.Parse(args); err != nil {
 		return c, err
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	var errs []error
+	for _, s := range settings {
+		v := getenv(s.env)
+		if v == "" || set[flagName(s.env)] {
+			continue
+		}
+		if err := fs.Set(flagName(s.env), v); err != nil {
+			errs = append(errs, fmt.Errorf("%s: invalid value %s", s.env, quoteSetting(s.env, v)))
+		}
 	}
 	if err := errors.Join(errs...); err != nil {
 		return c, err
@@ -122,31 +162,68 @@ func LoadConfig(args []string, getenv func(string) string) (Config, error) {
 	return c, c.validate()
 }
 
-func flagName(env string) string {
-	b := []byte(env)
-	for i, ch := range b {
-		switch {
-		case ch == '_':
-			b[i] = '-'
-		case ch >= 'A' && ch <= 'Z':
-			b[i] = ch + 'a' - 'A'
-		}
+// quoteSetting shows a bad value in an error, except a secret's.
+func quoteSetting(env, v string) string {
+	switch env {
+	case "JWT_SECRET":
+		return "(not shown)"
+	case "DATABASE_URL":
+		return fmt.Sprintf("%q", persist.Redact(v, v))
 	}
-	return string(b)
+	return fmt.Sprintf("%q", v)
 }
 
+func flagName(env string) string {
+	return strings.ReplaceAll(strings.ToLower(env), "_", "-")
+}
+
+var logLevels = []string{"debug", "info", "warn", "error"}
+
+// validate checks every setting's range; errors name the variable.
 func (c *Config) validate() error {
-	switch {
-	case c.DatabaseURL == "":
-		return errors.New("DATABASE_URL is required (make run starts a local PostgreSQL and sets it)")
-	case len(c.JWTSecret) < 16:
-		return errors.New("JWT_SECRET is required and must be at least 16 bytes")
-	case c.LogFormat != "text" && c.LogFormat != "json":
-		return errors.New("LOG_FORMAT must be text or json")
-	case c.JournalBatch > c.JournalQueue:
-		return errors.New("JOURNAL_BATCH must not exceed JOURNAL_QUEUE")
+	var errs []error
+	check := func(ok bool, format string, args ...any) {
+		if !ok {
+			errs = append(errs, fmt.Errorf(format, args...))
+		}
 	}
-	return nil
+	positive := func(env string, d time.Duration) { check(d > 0, "%s must be a positive duration", env) }
+	atLeast := func(env string, n, low int) { check(n >= low, "%s must be at least %d", env, low) }
+
+	check(c.HTTPAddr != "", "HTTP_ADDR is required")
+	check(c.AdminAddr != "", "ADMIN_ADDR is required")
+	check(c.AdminAddr != c.HTTPAddr, "ADMIN_ADDR must differ from HTTP_ADDR")
+	if c.DatabaseURL == "" {
+		errs = append(errs, errors.New("DATABASE_URL is required (make run starts a local PostgreSQL and sets it)"))
+	} else if err := persist.CheckURL(c.DatabaseURL); err != nil {
+		errs = append(errs, fmt.Errorf("DATABASE_URL is not a valid PostgreSQL connection string: %w", err))
+	}
+	check(len(c.JWTSecret) >= 16, "JWT_SECRET is required and must be at least 16 bytes")
+	positive("JWT_TTL", c.JWTTTL)
+	check(c.BcryptCost >= 4 && c.BcryptCost <= 31, "BCRYPT_COST must be 4…31")
+	check(slices.Contains(logLevels, c.LogLevel), "LOG_LEVEL must be one of %s", strings.Join(logLevels, ", "))
+	check(c.LogFormat == "text" || c.LogFormat == "json", "LOG_FORMAT must be text or json")
+	positive("LOG_REPEAT_INTERVAL", c.LogRepeatInterval)
+	atLeast("DB_MAX_CONNS", c.DBMaxConns, 2) // the journal's connection and one for loads
+	atLeast("JOURNAL_QUEUE", c.JournalQueue, 1)
+	check(c.JournalBatch >= 1 && c.JournalBatch <= c.JournalQueue, "JOURNAL_BATCH must be 1…JOURNAL_QUEUE")
+	positive("REQUEST_TIMEOUT", c.RequestTimeout)
+	positive("ACTOR_IDLE_TTL", c.IdleTTL)
+	atLeast("INFLIGHT_PER_USER", c.InflightPerUser, 1)
+	atLeast("ACTOR_INBOX_SIZE", c.InboxSize, 1)
+	atLeast("HASH_WORKERS", c.HashWorkers, 1)
+	atLeast("HASH_QUEUE", c.HashQueue, 1)
+	atLeast("TOKEN_CACHE", c.TokenCache, 1)
+	atLeast("LOGIN_FAILURES_MAX", c.LoginFailures, 1)
+	check(c.LoginNameFailures >= c.LoginFailures, "LOGIN_FAILURES_NAME_MAX must be at least LOGIN_FAILURES_MAX")
+	positive("LOGIN_FAILURE_WINDOW", c.LoginWindow)
+	check(c.RegisterRate >= 0, "REGISTER_RATE must be 0 (no limit) or positive")
+	atLeast("REGISTER_BURST", c.RegisterBurst, 1)
+	atLeast("MAX_CONNS", c.MaxConns, 1)
+	atLeast("MAX_CONNS_PER_IP", c.MaxConnsPerIP, 0)
+	positive("START_TIMEOUT", c.StartTimeout)
+	positive("SHUTDOWN_TIMEOUT", c.ShutdownTimeout)
+	return errors.Join(errs...)
 }
 
 func getenv(k string) string { return os.Getenv(k) }

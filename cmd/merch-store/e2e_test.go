@@ -1,14 +1,20 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
+	"flag"
 	"fmt"
+	"io"
 	"math/rand/v2"
+	"os"
 	"reflect"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 )
 
 func TestBuyScenario(t *testing.T) {
@@ -301,6 +307,20 @@ func TestOperationalEndpoints(t *testing.T) {
 	if code != 200 || !strings.Contains(string(body), "merch_http_requests_total") {
 		t.Errorf("/metrics: %d", code)
 	}
+	// None of them is on the public listener.
+	for _, path := range []string{"/healthz", "/readyz", "/metrics", "/debug/pprof/"} {
+		resp, err := s.hc.Get(s.base + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = resp.Body.Close()
+		if resp.StatusCode != 404 {
+			t.Errorf("public %s: %d, want 404", path, resp.StatusCode)
+		}
+	}
+	if code, _ := s.do("GET", "/debug/pprof/", "", nil); code != 200 {
+		t.Errorf("admin pprof: %d", code)
+	}
 }
 
 func TestConfig(t *testing.T) {
@@ -315,17 +335,115 @@ func TestConfig(t *testing.T) {
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("config = %+v\nwant %+v", c, want)
 	}
-	bad := []map[string]string{
-		{"JWT_SECRET": "0123456789abcdef"},                                                       // no database
-		{"DATABASE_URL": "postgres://x"},                                                         // no secret
-		{"DATABASE_URL": "postgres://x", "JWT_SECRET": "short"},                                  // short secret
-		{"DATABASE_URL": "postgres://x", "JWT_SECRET": "0123456789abcdef", "JWT_TTL": "soon"},    // bad duration
-		{"DATABASE_URL": "postgres://x", "JWT_SECRET": "0123456789abcdef", "BCRYPT_COST": "ten"}, // bad number
-		{"DATABASE_URL": "postgres://x", "JWT_SECRET": "0123456789abcdef", "LOG_FORMAT": "xml"},  // bad format
+	ok := map[string]string{"DATABASE_URL": "postgres://x", "JWT_SECRET": "0123456789abcdef"}
+	bad := []struct {
+		env  map[string]string // set on top of ok; "" removes a variable
+		want string            // the error names the variable
+	}{
+		{map[string]string{"DATABASE_URL": ""}, "DATABASE_URL is required"},
+		{map[string]string{"JWT_SECRET": ""}, "JWT_SECRET"},
+		{map[string]string{"JWT_SECRET": "short"}, "JWT_SECRET"},
+		{map[string]string{"JWT_TTL": "soon"}, "JWT_TTL"},
+		{map[string]string{"BCRYPT_COST": "ten"}, "BCRYPT_COST"},
+		{map[string]string{"BCRYPT_COST": "99"}, "BCRYPT_COST must be 4…31"},
+		{map[string]string{"LOG_FORMAT": "xml"}, "LOG_FORMAT"},
+		{map[string]string{"LOG_LEVEL": "inf"}, "LOG_LEVEL must be one of debug, info, warn, error"},
+		{map[string]string{"LOG_LEVEL": "INFO"}, "LOG_LEVEL"},
+		{map[string]string{"JOURNAL_BATCH": "0"}, "JOURNAL_BATCH"},
+		{map[string]string{"JOURNAL_BATCH": "20000"}, "JOURNAL_BATCH"},
+		{map[string]string{"MAX_CONNS": "0"}, "MAX_CONNS"},
+		{map[string]string{"MAX_CONNS_PER_IP": "-1"}, "MAX_CONNS_PER_IP"},
+		{map[string]string{"REGISTER_RATE": "-1"}, "REGISTER_RATE"},
+		{map[string]string{"LOGIN_FAILURES_NAME_MAX": "5"}, "LOGIN_FAILURES_NAME_MAX"},
+		{map[string]string{"ADMIN_ADDR": ":8080"}, "ADMIN_ADDR"},
+		{map[string]string{"START_TIMEOUT": "0s"}, "START_TIMEOUT"},
+		{map[string]string{"DATABASE_URL": "postgres://u:s3cret@h:bad/db"}, "DATABASE_URL is not a valid"},
 	}
-	for i, e := range bad {
-		if _, err := LoadConfig(nil, func(k string) string { return e[k] }); err == nil {
-			t.Errorf("bad config %d accepted: %v", i, e)
+	for _, b := range bad {
+		e := map[string]string{}
+		for k, v := range ok {
+			e[k] = v
+		}
+		for k, v := range b.env {
+			e[k] = v
+		}
+		_, err := LoadConfig(nil, func(k string) string { return e[k] })
+		if err == nil {
+			t.Errorf("bad config accepted: %v", b.env)
+			continue
+		}
+		if !strings.Contains(err.Error(), b.want) {
+			t.Errorf("%v: error %q does not name %q", b.env, err, b.want)
+		}
+		if strings.Contains(err.Error(), "s3cret") {
+			t.Errorf("error shows the password: %v", err)
 		}
 	}
+}
+
+// TestHelpShowsNoSecrets: -h prints the documented defaults, never a value
+// taken from the environment.
+func TestHelpShowsNoSecrets(t *testing.T) {
+	env := map[string]string{"DATABASE_URL": "postgres://u:s3cret@db/merch", "JWT_SECRET": "jwt-s3cret-0123456789"}
+	out := captureStderr(t, func() {
+		if _, err := LoadConfig([]string{"-h"}, func(k string) string { return env[k] }); !errors.Is(err, flag.ErrHelp) {
+			t.Errorf("-h: %v", err)
+		}
+	})
+	if strings.Contains(out, "s3cret") {
+		t.Fatalf("-h shows a secret:\n%s", out)
+	}
+	if !strings.Contains(out, "-database-url") || !strings.Contains(out, `(default ":8080")`) {
+		t.Fatalf("-h output lacks the flags or defaults:\n%s", out)
+	}
+}
+
+// captureStderr returns what f writes to os.Stderr.
+func captureStderr(t *testing.T, f func()) string {
+	t.Helper()
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := os.Stderr
+	os.Stderr = w
+	done := make(chan string)
+	go func() {
+		b, _ := io.ReadAll(r)
+		done <- string(b)
+	}()
+	f()
+	os.Stderr = old
+	_ = w.Close()
+	return <-done
+}
+
+// TestUnplannedStopIsAnError: a listener that stops by itself (here: closed
+// under the server) ends Wait with an error, so the process exits non-zero
+// and a supervisor restarts it.
+func TestUnplannedStopIsAnError(t *testing.T) {
+	m := New(testConfig(mustDatabase(t)))
+	m.OnFatal = func(err error) { t.Errorf("fatal: %v", err) }
+	if err := m.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	_ = m.ln.Close()
+	done := make(chan error, 1)
+	go func() { done <- m.Wait(context.Background()) }()
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "listener stopped") {
+			t.Fatalf("Wait = %v, want an unplanned-stop error", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("Wait did not return after the listener closed")
+	}
+}
+
+func TestStartNeedsOnFatal(t *testing.T) {
+	m := New(testConfig(mustDatabase(t)))
+	if err := m.Start(context.Background()); err == nil || !strings.Contains(err.Error(), "OnFatal") {
+		t.Fatalf("Start without OnFatal: %v", err)
+	}
+	_ = m.Close()
 }

@@ -1,9 +1,11 @@
 package main
 
 import (
+	"context"
 	"strconv"
 	"sync"
 	"testing"
+	"time"
 )
 
 // keyed sends a request with an Idempotency-Key header.
@@ -133,6 +135,65 @@ func TestIdempotencyBeyondMemoryTable(t *testing.T) {
 	}
 	if info, _ := s.info(a); info.Coins != 1000+100-n {
 		t.Fatalf("coins = %d, want %d", info.Coins, 1000+100-n)
+	}
+	mustAudit(t, url, 2)
+}
+
+// TestIdempotencyKeyReusedAfterRetention: a key older than the retention
+// period is no longer honoured: reusing it applies the request afresh (its
+// stored row is replaced), and the process keeps serving. Expired keys are
+// purged at start.
+func TestIdempotencyKeyReusedAfterRetention(t *testing.T) {
+	url := mustDatabase(t)
+	s := mustStart(t, testConfig(url))
+	a, _ := s.auth("xa", "pw"), s.auth("xb", "pw")
+	if code, body := s.keyed("GET", "/api/buy/cup", a, "k1", nil); code != 200 {
+		t.Fatalf("buy: %d %s", code, body)
+	}
+	if code, body := s.keyed("POST", "/api/sendCoin", a, "k2", map[string]any{"toUser": "xb", "amount": 100}); code != 200 {
+		t.Fatalf("send: %d %s", code, body)
+	}
+	s.close()
+	pool := mustPool(t, url)
+	ctx := context.Background()
+	if _, err := pool.Exec(ctx, `UPDATE idempotency_keys SET created_at = now() - interval '25 hours'`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pool.Exec(ctx, `INSERT INTO idempotency_keys (user_name, key, kind, amount, created_at)
+VALUES ('xb', 'stale', 'transferred', 1, now() - interval '30 hours')`); err != nil {
+		t.Fatal(err)
+	}
+	s2 := mustStart(t, testConfig(url))
+	if code, body := s2.keyed("GET", "/api/buy/cup", a, "k1", nil); code != 200 {
+		t.Fatalf("buy with an expired key: %d %s", code, body)
+	}
+	if code, body := s2.keyed("POST", "/api/sendCoin", a, "k2", map[string]any{"toUser": "xb", "amount": 100}); code != 200 {
+		t.Fatalf("send with an expired key: %d %s", code, body)
+	}
+	// Now they are live again: replays change nothing.
+	if code, _ := s2.keyed("GET", "/api/buy/cup", a, "k1", nil); code != 200 {
+		t.Fatal("replay failed")
+	}
+	if info, _ := s2.info(a); info.Coins != 1000-2*20-2*100 {
+		t.Fatalf("coins = %d, want %d", info.Coins, 1000-2*20-2*100)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var n int
+		if err := pool.QueryRow(ctx, `SELECT count(*) FROM idempotency_keys WHERE created_at < now() - interval '24 hours'`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		if n == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d expired keys not purged", n)
+		}
+		time.Sleep(20 * time.Millisecond) // polls the purge, which runs at start
+	}
+	var live int
+	if err := pool.QueryRow(ctx, `SELECT count(*) FROM idempotency_keys`).Scan(&live); err != nil || live != 2 {
+		t.Fatalf("keys = %d, %v; want k1 and k2", live, err)
 	}
 	mustAudit(t, url, 2)
 }

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -48,6 +49,8 @@ func mustDatabase(tb testing.TB) string {
 func testConfig(dbURL string) Config {
 	c := DefaultConfig()
 	c.HTTPAddr = "127.0.0.1:0"
+	c.AdminAddr = "127.0.0.1:0"
+	c.RegisterRate = 0 // the tests register many users from 127.0.0.1
 	c.DatabaseURL = dbURL
 	c.JWTSecret = "e2e-secret-0123456789"
 	c.BcryptCost = 4
@@ -58,10 +61,11 @@ func testConfig(dbURL string) Config {
 
 // server is a running Main with an HTTP client.
 type server struct {
-	tb   testing.TB
-	m    *Main
-	base string
-	hc   *http.Client
+	tb    testing.TB
+	m     *Main
+	base  string
+	admin string // the admin listener's base URL
+	hc    *http.Client
 }
 
 func mustStart(tb testing.TB, cfg Config) *server {
@@ -72,7 +76,8 @@ func mustStart(tb testing.TB, cfg Config) *server {
 		m.Close()
 		tb.Fatal(err)
 	}
-	s := &server{tb: tb, m: m, base: "http://" + m.Addr(), hc: &http.Client{Timeout: 10 * time.Second}}
+	s := &server{tb: tb, m: m, base: "http://" + m.Addr(), admin: "http://" + m.AdminAddr(),
+		hc: &http.Client{Timeout: 10 * time.Second}}
 	tb.Cleanup(func() { s.close() })
 	return s
 }
@@ -100,7 +105,11 @@ func (s *server) doKey(method, path, token, key string, body any) (int, []byte) 
 		b, _ := json.Marshal(body)
 		rd = bytes.NewReader(b)
 	}
-	req, err := http.NewRequest(method, s.base+path, rd)
+	base := s.base
+	if isAdminPath(path) {
+		base = s.admin
+	}
+	req, err := http.NewRequest(method, base+path, rd)
 	if err != nil {
 		s.tb.Fatal(err)
 	}
@@ -203,4 +212,13 @@ func newRequest(method, url, token string) (*http.Request, error) {
 		req.Header.Set("Authorization", "Bearer "+token)
 	}
 	return req, err
+}
+
+// isAdminPath reports whether path is served on the admin listener.
+func isAdminPath(path string) bool {
+	switch path {
+	case "/metrics", "/healthz", "/readyz":
+		return true
+	}
+	return strings.HasPrefix(path, "/debug/pprof/")
 }

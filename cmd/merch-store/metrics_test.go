@@ -146,7 +146,7 @@ func TestDashboardQueriesReturnData(t *testing.T) {
 	}
 	s := mustStart(t, testConfig(mustDatabase(t)))
 	traffic(s, true)
-	prom := startPrometheus(t, promBin, strings.TrimPrefix(s.base, "http://"))
+	prom := startPrometheus(t, promBin, strings.TrimPrefix(s.admin, "http://"))
 	// Wait for enough scrapes that rate() over 1m has two samples, while
 	// keeping traffic going so quantiles have data.
 	deadline := time.Now().Add(60 * time.Second)

@@ -56,6 +56,9 @@ type Options struct {
 	Port     int               // 0: pick a free TCP port on 127.0.0.1
 	Settings map[string]string // extra postgresql.conf settings passed as -c k=v (e.g. "fsync": "off")
 	Log      io.Writer         // where server stdout/stderr goes; nil: a log file inside the cluster dir
+	// Dir is the parent of the cluster's directory; empty: os.TempDir().
+	// Fault tests put it on a file system they can freeze.
+	Dir string
 }
 
 // Cluster is a throwaway PostgreSQL server with its own data directory. See
@@ -142,7 +145,7 @@ func Start(opts Options) (*Cluster, error) {
 		c.cred = cred
 	}
 
-	root, err := os.MkdirTemp("", "pgtest-")
+	root, err := os.MkdirTemp(opts.Dir, "pgtest-")
 	if err != nil {
 		return nil, fmt.Errorf("pgtest: %w", err)
 	}
@@ -231,6 +234,9 @@ func MustStart(tb testing.TB, opts Options) *Cluster {
 
 // URL returns the connection URL of the "merch" database.
 func (c *Cluster) URL() string { return c.dbURL(defaultDB) }
+
+// LogTail returns the last 16 KiB the server logged.
+func (c *Cluster) LogTail() string { return c.tail.String() }
 
 // Port returns the TCP port the server listens on (on 127.0.0.1).
 func (c *Cluster) Port() int { return c.port }

@@ -1,0 +1,313 @@
+package persist
+
+// Writing a batch, and what the journal does when that fails.
+//
+//  1. A batch is one implicit transaction whose first statement is
+//     journal_begin(writer, incarnation, id): it locks the writer's row and
+//     raises an error, so the server aborts the whole transaction, when the
+//     incarnation was superseded (MS001), when id is already committed
+//     (MS002) or when the marker is past id (MS004). Attempts of one id
+//     therefore serialise on that row lock and at most one ever commits,
+//     however late a timed-out attempt's bytes reach the server.
+//  2. A transient failure (connection lost, timeout, server restarting) is
+//     retried with backoff, with the same id and the same records. A retry
+//     first reads the marker: a batch found committed by an attempt whose
+//     answer was lost completes as committed.
+//  3. A refusal (the database answered with a data or constraint error) is
+//     definite for that attempt, but an earlier attempt might still be on
+//     its way. So the id is burnt first (journal_burn moves the marker to
+//     it, or reports that an attempt of it committed after all), and only
+//     then are the records written again under new ids: the batch is split
+//     in halves, recursively, until the records the database refuses are
+//     alone. Those fail with actors.ErrInternal (500), logged once each;
+//     the rest commit, in order.
+//  4. A broken invariant of our own (superseded writer, marker ahead of us,
+//     a balance update that touched the wrong rows: MS003) halts the
+//     journal for good and calls Fatal. Nothing of that batch was written.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/jackc/pgerrcode"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"merch/actors"
+)
+
+// SQLSTATEs raised by the migrations' journal functions.
+const (
+	codeSuperseded  = "MS001"
+	codeCommitted   = "MS002"
+	codeInvariant   = "MS003"
+	codeMarkerAhead = "MS004"
+)
+
+var (
+	errSuperseded  = errors.New("another process claimed this journal writer")
+	errCommitted   = errors.New("batch already committed")
+	errMarkerAhead = errors.New("journal marker is past this batch")
+)
+
+// outcome is what the database made of one batch.
+type outcome uint8
+
+const (
+	committed outcome = iota
+	refused           // definitely not written, id retired: split or fail
+	abandoned         // shutdown deadline passed while retrying: unknown
+	halted            // a broken invariant: the journal stopped
+)
+
+// commit writes b and completes every record in it.
+func (j *Journal) commit(b *batch) {
+	if j.halted.Load() {
+		j.complete(b, actors.ErrUnavailable)
+		return
+	}
+	b.aggregate()
+	j.settle(b)
+}
+
+// settle writes an aggregated batch and completes its records; on a
+// refusal it bisects (step 3 of the header).
+func (j *Journal) settle(b *batch) {
+	out, err := j.write(b)
+	switch out {
+	case committed:
+		j.complete(b, nil)
+	case abandoned:
+		j.complete(b, actors.ErrNotDurable)
+	case halted:
+		j.complete(b, actors.ErrUnavailable)
+	case refused:
+		if len(b.entries) == 1 {
+			logRefused(&b.entries[0].rec, err)
+			j.complete(b, actors.ErrInternal)
+			return
+		}
+		mid := len(b.entries) / 2
+		for _, part := range [][]entry{b.entries[:mid], b.entries[mid:]} {
+			sub := newBatch()
+			sub.entries = part
+			sub.aggregate()
+			j.settle(sub)
+		}
+	}
+}
+
+// write makes b durable under the next batch id, retrying transient
+// failures with backoff until it commits, is refused, or the journal halts
+// or shuts down.
+func (j *Journal) write(b *batch) (outcome, error) {
+	b.id = j.nextBatch
+	backoff := j.cfg.RetryMin
+	failing := false
+	for attempt := 0; ; attempt++ {
+		start := time.Now()
+		err := j.attempt(b, attempt > 0)
+		switch classify(err) {
+		case classOK:
+			j.nextBatch++
+			j.cfg.Metrics.Committed(len(b.entries), countKinds(b), time.Since(start))
+			if failing {
+				slog.Info("journal recovered", "batch", b.id, "attempts", attempt+1)
+			}
+			j.healthy.Store(true)
+			return committed, nil
+		case classCommitted:
+			j.nextBatch++
+			b.assumeRegistered()
+			j.healthy.Store(true)
+			slog.Info("journal batch found committed by an earlier attempt", "batch", b.id, "attempts", attempt+1)
+			return committed, nil
+		case classRefused:
+			j.cfg.Metrics.Failed()
+			return j.retire(b, err)
+		case classFatal:
+			j.cfg.Metrics.Failed()
+			j.halt(fmt.Errorf("persist: batch %d: %w", b.id, err))
+			return halted, err
+		}
+		j.cfg.Metrics.Failed()
+		if !failing {
+			slog.Error("journal write failed; retrying", "batch", b.id, "records", len(b.entries), "err", err)
+			failing = true
+			if !isServerError(err) {
+				// The network failed or the server stopped answering: the
+				// pool's idle connections may be just as dead (a partition
+				// holds their bytes). Retries get fresh ones; connections in
+				// use close when released.
+				j.cfg.Pool.Reset()
+			}
+		}
+		j.healthy.Store(false)
+		if !j.wait(backoff) {
+			return abandoned, err
+		}
+		backoff = min(backoff*2, j.cfg.RetryMax)
+	}
+}
+
+// retire burns b's id after the database refused it (cause), so no stale
+// attempt of it can commit later. If one already did, b is committed.
+func (j *Journal) retire(b *batch, cause error) (outcome, error) {
+	backoff := j.cfg.RetryMin
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), j.cfg.AttemptTimeout)
+		var found bool
+		err := j.cfg.Pool.QueryRow(ctx, `SELECT journal_burn($1, $2, $3)`,
+			j.cfg.Writer, j.incarnation, b.id).Scan(&found)
+		cancel()
+		switch classify(err) {
+		case classOK:
+			j.nextBatch++
+			if found {
+				b.assumeRegistered()
+				slog.Info("journal batch found committed by an earlier attempt", "batch", b.id)
+				return committed, nil
+			}
+			return refused, cause
+		case classFatal:
+			j.halt(fmt.Errorf("persist: retire batch %d: %w", b.id, err))
+			return halted, err
+		}
+		j.healthy.Store(false)
+		if !j.wait(backoff) {
+			return abandoned, err
+		}
+		backoff = min(backoff*2, j.cfg.RetryMax)
+	}
+}
+
+const markerSQL = `SELECT incarnation, last_batch FROM journal_writers WHERE writer = $1`
+
+// attempt sends the batch as one implicit transaction: all statements are
+// pipelined in one round trip and PostgreSQL commits them together at the
+// closing Sync. A retry first reads the marker, because a lost connection
+// can hide a commit that happened (journal_begin would refuse it anyway;
+// this spares sending the batch).
+func (j *Journal) attempt(b *batch, retry bool) error {
+	ctx, cancel := context.WithTimeout(context.Background(), j.cfg.AttemptTimeout)
+	defer cancel()
+	if retry {
+		var inc, last int64
+		if err := j.cfg.Pool.QueryRow(ctx, markerSQL, j.cfg.Writer).Scan(&inc, &last); err != nil {
+			return err
+		}
+		switch {
+		case inc != j.incarnation:
+			return fmt.Errorf("%w (incarnation %d, now %d)", errSuperseded, j.incarnation, inc)
+		case last == b.id:
+			return errCommitted
+		case last > b.id:
+			return fmt.Errorf("%w: marker %d, batch %d", errMarkerAhead, last, b.id)
+		}
+		if hook := j.cfg.afterMarkerCheck; hook != nil {
+			hook(b.id)
+		}
+	}
+	clear(b.regConflicts)
+	var pb pgx.Batch
+	kinds := b.queue(&pb, j.cfg.Writer, j.incarnation, make([]stmt, 0, 10))
+	br := j.cfg.Pool.SendBatch(ctx, &pb)
+	err := j.readResults(br, b, kinds)
+	if cerr := br.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+func (j *Journal) readResults(br pgx.BatchResults, b *batch, kinds []stmt) error {
+	for _, k := range kinds {
+		if k != stmtRegister {
+			if _, err := br.Exec(); err != nil {
+				return err
+			}
+			continue
+		}
+		rows, err := br.Query()
+		if err != nil {
+			return err
+		}
+		b.assumeRegistered()
+		for rows.Next() {
+			var name string
+			if err := rows.Scan(&name); err != nil {
+				rows.Close()
+				return err
+			}
+			delete(b.regConflicts, name)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// errorClass says what to do after an attempt.
+type errorClass uint8
+
+const (
+	classOK        errorClass = iota
+	classTransient            // retry the same batch
+	classCommitted            // an earlier attempt committed it
+	classRefused              // the database refused this content
+	classFatal                // a broken invariant of our own
+)
+
+// classify sorts an attempt's error. Server errors other than the known
+// transient classes are refusals of the content: the transaction was
+// rolled back, and isolating the records responsible keeps the rest
+// flowing. Anything that is not a server error (network, timeout, closed
+// pool) is transient: the outcome is unknown and the marker resolves it.
+func classify(err error) errorClass {
+	switch {
+	case err == nil:
+		return classOK
+	case errors.Is(err, errCommitted):
+		return classCommitted
+	case errors.Is(err, errSuperseded), errors.Is(err, errMarkerAhead):
+		return classFatal
+	}
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) {
+		return classTransient
+	}
+	switch c := pgErr.Code; {
+	case c == codeCommitted:
+		return classCommitted
+	case c == codeSuperseded || c == codeMarkerAhead || c == codeInvariant:
+		return classFatal
+	case pgerrcode.IsConnectionException(c), pgerrcode.IsTransactionRollback(c),
+		pgerrcode.IsInsufficientResources(c), pgerrcode.IsOperatorIntervention(c),
+		pgerrcode.IsSystemError(c), pgerrcode.IsInvalidTransactionState(c),
+		pgerrcode.IsObjectNotInPrerequisiteState(c), pgerrcode.IsInternalError(c):
+		return classTransient
+	}
+	return classRefused
+}
+
+func isServerError(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr)
+}
+
+// logRefused reports a record the database refused on its own. Never the
+// password hash; the server's message names the constraint, not the data.
+func logRefused(r *actors.Record, err error) {
+	code, msg := "", err.Error()
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		code, msg = pgErr.Code, pgErr.Message
+	}
+	slog.Error("journal record refused by the database; answered 500", "kind", r.Kind.String(),
+		"user", r.User, "peer", r.Peer, "item", r.Item.Name(), "amount", int64(r.Amount),
+		"key", r.Key, "sqlstate", code, "reason", msg)
+}
