@@ -21,6 +21,6 @@ RUN CGO_ENABLED=0 go build -trimpath -ldflags="-s -w" -o /out/merch-store ./cmd/
 FROM gcr.io/distroless/static-debian12:nonroot
 COPY --from=build /out/merch-store /usr/local/bin/merch-store
 USER 65532:65532
-ENV HTTP_ADDR=:8080
-EXPOSE 8080
+ENV HTTP_ADDR=:8080 ADMIN_ADDR=:8081
+EXPOSE 8080 8081
 ENTRYPOINT ["/usr/local/bin/merch-store"]
