@@ -115,7 +115,7 @@ func (l *Listener) reject(c net.Conn, reason string) {
 // reads it; so it half-closes first and drains what the client sent until the
 // client closes, drainLimit is reached or the timeout expires.
 func answer(c net.Conn, resp []byte, timeout time.Duration) {
-	defer c.Close()
+	defer func() { _ = c.Close() }()
 	_ = c.SetDeadline(time.Now().Add(timeout))
 	if _, err := c.Write(resp); err != nil {
 		return
