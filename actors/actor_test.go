@@ -911,7 +911,7 @@ func TestFreshActorIsNotIdle(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, u := range []string{"alice", "bob"} {
-		h := e.sys.dir.shard(u).get(u)
+		h := e.sys.dir.stripe(u).get(u)
 		if h == nil {
 			t.Fatalf("%s not resident", u)
 		}
@@ -940,7 +940,7 @@ func TestPassivation(t *testing.T) {
 	if !e.sys.Resident("alice") || e.sys.Resident("carol") {
 		t.Fatal("Resident: alice should be, carol should not")
 	}
-	old := e.sys.dir.shard("alice").get("alice")
+	old := e.sys.dir.stripe("alice").get("alice")
 	if n := e.sys.PassivateIdle(0); n != 0 {
 		t.Fatalf("%d actors left after passivating all idle ones", n)
 	}
@@ -951,7 +951,7 @@ func TestPassivation(t *testing.T) {
 	if got := e.metrics.passivated.Load(); got != 2 {
 		t.Fatalf("%d passivations observed, want 2", got)
 	}
-	if !old.dead() || e.sys.dir.shard("alice").get("alice") != nil {
+	if !old.dead() || e.sys.dir.stripe("alice").get("alice") != nil {
 		t.Fatal("passivated handle still live or in the directory")
 	}
 	id := strings.TrimPrefix(old.pid.ID, "u/")
@@ -964,7 +964,7 @@ func TestPassivation(t *testing.T) {
 			t.Fatalf("LoadUser(%s) called %d times, want 2", u, got)
 		}
 	}
-	if fresh := e.sys.dir.shard("alice").get("alice"); fresh == old || fresh.pid.ID == old.pid.ID {
+	if fresh := e.sys.dir.stripe("alice").get("alice"); fresh == old || fresh.pid.ID == old.pid.ID {
 		t.Fatal("reactivation reused the passivated actor")
 	}
 	e.mustActive(t, 2)
@@ -1133,7 +1133,7 @@ func TestIdempotency(t *testing.T) {
 		e := mustNewEnv(t, testConfig(), false, "bob", "carol")
 		st := stateWith(1000 - 20 - 40)
 		st.Sent, st.Inventory = []Counterparty{{"bob", 40}}, inv(map[ItemID]int64{cup: 1})
-		st.Keys = []KeyOutcome{
+		st.Keys = []KeyedRequest{
 			{Key: "b1", Kind: Purchased, Item: cup, Amount: 20},
 			{Key: "s1", Kind: Transferred, Peer: "bob", Amount: 40},
 		}
@@ -1222,8 +1222,8 @@ func TestIdempotency(t *testing.T) {
 // (it overflowed, or the store returned only the most recent), a key missing
 // from memory is looked up in the store before the change is treated as new.
 func TestIdempotencyBeyondMemory(t *testing.T) {
-	keyed := func(i int) KeyOutcome {
-		return KeyOutcome{Key: fmt.Sprintf("old%d", i), Kind: Transferred, Peer: "bob", Amount: 1}
+	keyed := func(i int) KeyedRequest {
+		return KeyedRequest{Key: fmt.Sprintf("old%d", i), Kind: Transferred, Peer: "bob", Amount: 1}
 	}
 	t.Run("loaded", func(t *testing.T) {
 		e := mustNewEnv(t, testConfig(), false, "bob")
@@ -1302,16 +1302,16 @@ func TestIdempotencyBeyondMemory(t *testing.T) {
 // one never.
 func TestKeyTableBounded(t *testing.T) {
 	var kt keyTable
-	pendingKey := KeyOutcome{Key: "pending", Kind: Purchased, Item: cup, Amount: 20}
+	pendingKey := KeyedRequest{Key: "pending", Kind: Purchased, Item: cup, Amount: 20}
 	kt.add(pendingKey, true, nil)
 	for i := range KeysPerUserMax + 10 {
-		kt.add(KeyOutcome{Key: fmt.Sprint(i), Kind: Purchased, Item: pen, Amount: 10}, false, nil)
+		kt.add(KeyedRequest{Key: fmt.Sprint(i), Kind: Purchased, Item: pen, Amount: 10}, false, nil)
 	}
 	if _, ok := kt.m["pending"]; !ok {
 		t.Fatal("a pending key was evicted")
 	}
-	kt.settle("pending", true)
-	kt.add(KeyOutcome{Key: "last", Kind: Purchased, Item: pen, Amount: 10}, false, nil)
+	kt.finish("pending", true)
+	kt.add(KeyedRequest{Key: "last", Kind: Purchased, Item: pen, Amount: 10}, false, nil)
 	if len(kt.m) != KeysPerUserMax || len(kt.order) != KeysPerUserMax {
 		t.Fatalf("%d keys, %d in order; want %d", len(kt.m), len(kt.order), KeysPerUserMax)
 	}
@@ -1325,11 +1325,11 @@ func TestKeyTableBounded(t *testing.T) {
 			t.Errorf("recent key %q forgotten", k)
 		}
 	}
-	kt.settle("11", false)
+	kt.finish("11", false)
 	if _, ok := kt.m["11"]; ok || len(kt.order) != KeysPerUserMax-1 {
 		t.Fatalf("a key that did not apply is still remembered")
 	}
-	kt.settle("unknown", false) // no-op
+	kt.finish("unknown", false) // no-op
 }
 
 // TestPanicRecovery: a panic inside an actor answers ErrInternal, makes the

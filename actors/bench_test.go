@@ -26,8 +26,8 @@ func (richStore) LoadUser(_ context.Context, name string) (UserState, error) {
 		Received: []Counterparty{{"bank", richCoins - StartingCoins}}}, nil
 }
 
-func (richStore) KeyApplied(context.Context, string, string) (KeyOutcome, bool, error) {
-	return KeyOutcome{}, false, nil
+func (richStore) KeyApplied(context.Context, string, string) (KeyedRequest, bool, error) {
+	return KeyedRequest{}, false, nil
 }
 
 // mustBenchSystem returns a System over richStore and instantJournal with

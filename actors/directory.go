@@ -9,10 +9,10 @@ import (
 	"github.com/anthdm/hollywood/actor"
 )
 
-// dirShards spreads the directory over independently locked maps so lookups
+// dirStripes spreads the directory over independently locked maps so lookups
 // on different users do not contend. hollywood's registry is one map behind
 // one lock and cannot be listed, so we keep our own.
-const dirShards = 64
+const dirStripes = 64
 
 // handle is the directory's entry for one resident (or loading) user: the
 // actor's PID plus infrastructure shared outside the actor. Concurrency:
@@ -92,15 +92,15 @@ func (h *handle) unpinOwn() {
 	h.unpin()
 }
 
-// send enqueues r in the actor's mailbox. The caller holds a pin.
-func (h *handle) send(r *Request) {
+// enqueue puts r in the actor's mailbox. The caller holds a pin.
+func (h *handle) enqueue(r *request) {
 	r.enqueued = monotime()
 	h.queued.Add(1)
 	h.sys.depth.Add(1)
 	h.sys.engine.Send(h.pid, r)
 }
 
-type shard struct {
+type stripe struct {
 	mu sync.RWMutex
 	m  map[string]*handle
 	// absent remembers names the store did not know, until a monotime
@@ -121,11 +121,11 @@ var absentHandle = func() *handle {
 	return h
 }()
 
-// isAbsent reports whether name is known to be absent; sh.mu is held.
-func (sh *shard) isAbsent(name string, now int64) bool {
-	until, ok := sh.absent[name]
+// isAbsent reports whether name is known to be absent; sp.mu is held.
+func (sp *stripe) isAbsent(name string, now int64) bool {
+	until, ok := sp.absent[name]
 	if ok && until <= now {
-		delete(sh.absent, name)
+		delete(sp.absent, name)
 		return false
 	}
 	return ok
@@ -133,73 +133,73 @@ func (sh *shard) isAbsent(name string, now int64) bool {
 
 // markAbsent removes h and remembers its name as absent for ttl (0: not
 // at all).
-func (sh *shard) markAbsent(h *handle, ttl time.Duration) {
-	sh.mu.Lock()
-	if sh.m[h.name] == h {
-		delete(sh.m, h.name)
+func (sp *stripe) markAbsent(h *handle, ttl time.Duration) {
+	sp.mu.Lock()
+	if sp.m[h.name] == h {
+		delete(sp.m, h.name)
 	}
 	if ttl > 0 {
-		if len(sh.absent) >= absentPerShardMax {
-			clear(sh.absent)
+		if len(sp.absent) >= absentPerShardMax {
+			clear(sp.absent)
 		}
-		sh.absent[h.name] = monotime() + int64(ttl)
+		sp.absent[h.name] = monotime() + int64(ttl)
 	}
-	sh.mu.Unlock()
+	sp.mu.Unlock()
 }
 
 type directory struct {
 	seed   maphash.Seed
-	shards [dirShards]shard
+	stripes [dirStripes]stripe
 }
 
 func (d *directory) init() {
 	d.seed = maphash.MakeSeed()
-	for i := range d.shards {
-		d.shards[i].m = make(map[string]*handle)
-		d.shards[i].absent = make(map[string]int64)
+	for i := range d.stripes {
+		d.stripes[i].m = make(map[string]*handle)
+		d.stripes[i].absent = make(map[string]int64)
 	}
 }
 
-func (d *directory) shard(name string) *shard {
-	return &d.shards[maphash.String(d.seed, name)%dirShards]
+func (d *directory) stripe(name string) *stripe {
+	return &d.stripes[maphash.String(d.seed, name)%dirStripes]
 }
 
-func (d *directory) shardBytes(name []byte) *shard {
-	return &d.shards[maphash.Bytes(d.seed, name)%dirShards]
+func (d *directory) stripeBytes(name []byte) *stripe {
+	return &d.stripes[maphash.Bytes(d.seed, name)%dirStripes]
 }
 
-func (sh *shard) getBytes(name []byte) *handle {
-	sh.mu.RLock()
-	h := sh.m[string(name)] // no allocation: the compiler looks up in place
-	sh.mu.RUnlock()
+func (sp *stripe) getBytes(name []byte) *handle {
+	sp.mu.RLock()
+	h := sp.m[string(name)] // no allocation: the compiler looks up in place
+	sp.mu.RUnlock()
 	return h
 }
 
-func (sh *shard) get(name string) *handle {
-	sh.mu.RLock()
-	h := sh.m[name]
-	sh.mu.RUnlock()
+func (sp *stripe) get(name string) *handle {
+	sp.mu.RLock()
+	h := sp.m[name]
+	sp.mu.RUnlock()
 	return h
 }
 
 // remove deletes h if it is still the entry for its name.
-func (sh *shard) remove(h *handle) {
-	sh.mu.Lock()
-	if sh.m[h.name] == h {
-		delete(sh.m, h.name)
+func (sp *stripe) remove(h *handle) {
+	sp.mu.Lock()
+	if sp.m[h.name] == h {
+		delete(sp.m, h.name)
 	}
-	sh.mu.Unlock()
+	sp.mu.Unlock()
 }
 
-// forEach calls fn for every handle; fn runs under the shard's read lock
+// forEach calls fn for every handle; fn runs under the stripe's read lock
 // and must not block.
 func (d *directory) forEach(fn func(h *handle)) {
-	for i := range d.shards {
-		sh := &d.shards[i]
-		sh.mu.RLock()
-		for _, h := range sh.m {
+	for i := range d.stripes {
+		sp := &d.stripes[i]
+		sp.mu.RLock()
+		for _, h := range sp.m {
 			fn(h)
 		}
-		sh.mu.RUnlock()
+		sp.mu.RUnlock()
 	}
 }

@@ -109,7 +109,7 @@ type storedUser struct {
 	inv      [itemCount + 1]int64
 	received map[string]Coins
 	sent     map[string]Coins
-	keys     []KeyOutcome
+	keys     []KeyedRequest
 }
 
 // fakeStore is an in-memory Store. The fake journals commit records to it
@@ -155,7 +155,7 @@ func newFakeStore(users ...string) *fakeStore {
 // put stores st as name's durable state, as is (it may break invariants).
 func (s *fakeStore) put(name string, st UserState) {
 	u := &storedUser{hash: st.PasswordHash, coins: st.Coins, inv: st.Inventory,
-		received: map[string]Coins{}, sent: map[string]Coins{}, keys: append([]KeyOutcome(nil), st.Keys...)}
+		received: map[string]Coins{}, sent: map[string]Coins{}, keys: append([]KeyedRequest(nil), st.Keys...)}
 	for _, c := range st.Received {
 		u.received[c.User] += c.Amount
 	}
@@ -193,12 +193,12 @@ func (s *fakeStore) LoadUser(ctx context.Context, name string) (UserState, error
 }
 
 // KeyApplied reports whether user committed a change under key.
-func (s *fakeStore) KeyApplied(_ context.Context, user, key string) (KeyOutcome, bool, error) {
+func (s *fakeStore) KeyApplied(_ context.Context, user, key string) (KeyedRequest, bool, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.keyChecks++
 	if err := s.keyErr; err != nil {
-		return KeyOutcome{}, false, err
+		return KeyedRequest{}, false, err
 	}
 	if u := s.users[user]; u != nil {
 		for _, k := range u.keys {
@@ -207,7 +207,7 @@ func (s *fakeStore) KeyApplied(_ context.Context, user, key string) (KeyOutcome,
 			}
 		}
 	}
-	return KeyOutcome{}, false, nil
+	return KeyedRequest{}, false, nil
 }
 
 // state is what LoadUser returns: like persist, at most the KeysPerUserMax
@@ -215,7 +215,7 @@ func (s *fakeStore) KeyApplied(_ context.Context, user, key string) (KeyOutcome,
 func (u *storedUser) state() UserState {
 	keys := u.keys[max(0, len(u.keys)-KeysPerUserMax):]
 	return UserState{PasswordHash: u.hash, Coins: u.coins, Inventory: u.inv,
-		Received: totals(u.received), Sent: totals(u.sent), Keys: append([]KeyOutcome(nil), keys...)}
+		Received: totals(u.received), Sent: totals(u.sent), Keys: append([]KeyedRequest(nil), keys...)}
 }
 
 func totals(m map[string]Coins) []Counterparty {
@@ -302,7 +302,7 @@ func (s *fakeStore) apply(rec *Record) error {
 		return bad("unknown kind")
 	}
 	if rec.Key != "" {
-		u.keys = append(u.keys, KeyOutcome{Key: rec.Key, Kind: rec.Kind, Item: rec.Item, Peer: rec.Peer, Amount: rec.Amount})
+		u.keys = append(u.keys, KeyedRequest{Key: rec.Key, Kind: rec.Kind, Item: rec.Item, Peer: rec.Peer, Amount: rec.Amount})
 	}
 	return nil
 }
@@ -715,7 +715,7 @@ func mustEventLog(tb testing.TB, e *actor.Engine) *eventLog {
 		case actor.ActorRestartedEvent, actor.ActorMaxRestartsExceededEvent:
 			l.add(m)
 		case actor.DeadLetterEvent:
-			if _, ok := m.Message.(*Request); ok {
+			if _, ok := m.Message.(*request); ok {
 				l.add(m)
 			}
 		}

@@ -1,6 +1,10 @@
 package actors
 
-import "errors"
+import (
+	"context"
+	"errors"
+	"log/slog"
+)
 
 // ErrKeyInFlight: a request with the same idempotency key is still being
 // processed; the caller should retry later to learn its outcome.
@@ -11,8 +15,8 @@ var ErrKeyInFlight = errors.New("a request with this idempotency key is in progr
 // keeps keys for KeyRetention; LoadUser returns at most this many.
 const KeysPerUserMax = 1000
 
-// KeyOutcome is a committed keyed change, as stored durably with it.
-type KeyOutcome struct {
+// KeyedRequest is a committed keyed change, as stored durably with it.
+type KeyedRequest struct {
 	Key    string
 	Kind   RecordKind
 	Item   ItemID
@@ -23,7 +27,7 @@ type KeyOutcome struct {
 // keyEntry is what an actor remembers of one key: the request it came with
 // (so reuse with a different request is refused), and its outcome.
 type keyEntry struct {
-	req     KeyOutcome
+	req     KeyedRequest
 	pending bool  // journaled, not yet committed
 	err     error // final outcome when not pending (nil: applied)
 }
@@ -45,8 +49,8 @@ type keyTable struct {
 // actor treats the request as new (see System.keyed).
 var errKeyCheck = errors.New("actors: idempotency key must be checked in the store")
 
-func outcomeOf(r *Request) KeyOutcome {
-	o := KeyOutcome{Key: r.key, Amount: r.amount, Item: r.item, Kind: Purchased}
+func outcomeOf(r *request) KeyedRequest {
+	o := KeyedRequest{Key: r.key, Amount: r.amount, Item: r.item, Kind: Purchased}
 	if r.op == opSend {
 		o.Kind, o.Peer, o.Item = Transferred, r.peer.name, 0
 	} else {
@@ -56,7 +60,7 @@ func outcomeOf(r *Request) KeyOutcome {
 }
 
 // lookup returns (true, outcome) when r's key was seen before.
-func (t *keyTable) lookup(r *Request) (bool, error) {
+func (t *keyTable) lookup(r *request) (bool, error) {
 	e := t.m[r.key]
 	if e == nil {
 		if t.evicted && !r.keyChecked {
@@ -74,7 +78,7 @@ func (t *keyTable) lookup(r *Request) (bool, error) {
 }
 
 // add remembers a key; pending says whether its record is in the journal.
-func (t *keyTable) add(o KeyOutcome, pending bool, err error) {
+func (t *keyTable) add(o KeyedRequest, pending bool, err error) {
 	if t.m == nil {
 		t.m = make(map[string]*keyEntry, 4)
 	}
@@ -93,9 +97,9 @@ func (t *keyTable) add(o KeyOutcome, pending bool, err error) {
 	}
 }
 
-// settle records the final outcome of a pending key; a change that did not
+// finish records the final outcome of a pending key; a change that did not
 // happen (journal refused or closed) forgets the key so a retry may apply it.
-func (t *keyTable) settle(key string, applied bool) {
+func (t *keyTable) finish(key string, applied bool) {
 	e := t.m[key]
 	if e == nil {
 		return
@@ -111,4 +115,30 @@ func (t *keyTable) settle(key string, applied bool) {
 			break
 		}
 	}
+}
+
+// keyed runs a keyed change. Normally the actor decides from its table of
+// recent keys. When that table has forgotten keys, the actor answers
+// errKeyCheck for an unknown key; the store is asked (here, on the caller's
+// goroutine, never inside an actor) and the change is replayed or re-sent
+// as checked. No change with the key can reach the store in between: it
+// would be pending in the actor's table, which never forgets pending keys.
+func (s *System) keyed(user string, want KeyedRequest, until int64, write func(checked bool) error) error {
+	err := write(false)
+	if !errors.Is(err, errKeyCheck) {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), remaining(until))
+	got, found, err := s.cfg.Store.KeyApplied(ctx, user, want.Key)
+	cancel()
+	switch {
+	case err != nil:
+		slog.Warn("idempotency key lookup failed", "user", user, "err", err)
+		return ErrUnavailable
+	case found && got != want:
+		return ErrKeyReused
+	case found:
+		return nil // applied before: replay its success
+	}
+	return write(true)
 }

@@ -63,5 +63,5 @@ type Store interface {
 	LoadUser(ctx context.Context, name string) (UserState, error)
 	// KeyApplied reports whether a change with the user's idempotency key
 	// is stored (within the retention period), and which change it was.
-	KeyApplied(ctx context.Context, user, key string) (KeyOutcome, bool, error)
+	KeyApplied(ctx context.Context, user, key string) (KeyedRequest, bool, error)
 }

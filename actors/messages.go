@@ -30,13 +30,13 @@ const (
 	heldPeer
 )
 
-// Request is one client command travelling through the actors. It is pooled;
+// request is one client command travelling through the actors. It is pooled;
 // it carries its own reply channel (capacity 1) so no hollywood Request is
 // needed. Ownership: the facade fills it and sends it; from then on only the
 // actor currently holding it touches it, until the reply is sent. A request
 // whose caller timed out is abandoned, never returned to the pool, because an
 // actor may still write to it.
-type Request struct {
+type request struct {
 	op     op
 	phase  phase
 	held   uint8
@@ -58,19 +58,19 @@ type reply struct {
 	info []byte // immutable; shared with the actor's cache
 }
 
-var requestPool = sync.Pool{New: func() any { return &Request{reply: make(chan reply, 1)} }}
+var requestPool = sync.Pool{New: func() any { return &request{reply: make(chan reply, 1)} }}
 
-func getRequest() *Request { return requestPool.Get().(*Request) }
+func getRequest() *request { return requestPool.Get().(*request) }
 
 // putRequest returns a request whose reply has been received.
-func putRequest(r *Request) {
+func putRequest(r *request) {
 	ch := r.reply
-	*r = Request{reply: ch}
+	*r = request{reply: ch}
 	requestPool.Put(r)
 }
 
 // kind classifies the request for metrics.
-func (r *Request) kind() MessageKind {
+func (r *request) kind() MessageKind {
 	switch {
 	case r.phase == phaseCommitted:
 		return KindCommitted
@@ -86,20 +86,20 @@ func (r *Request) kind() MessageKind {
 
 // JournalDone implements Completion: the outcome goes back, as a message, to
 // the actor that appended the record. Its pin keeps that actor resident.
-func (r *Request) JournalDone(err error) {
+func (r *request) JournalDone(err error) {
 	r.err = err
 	r.phase = phaseCommitted
-	r.owner.send(r)
+	r.owner.enqueue(r)
 }
 
-func (r *Request) releaseOwner() {
+func (r *request) releaseOwner() {
 	if r.held&heldOwner != 0 {
 		r.held &^= heldOwner
 		r.owner.unpinOwn()
 	}
 }
 
-func (r *Request) releasePeer() {
+func (r *request) releasePeer() {
 	if r.held&heldPeer != 0 {
 		r.held &^= heldPeer
 		r.peer.unpin()
@@ -108,7 +108,7 @@ func (r *Request) releasePeer() {
 
 // respond releases every pin r still holds and answers its caller. r must not
 // be touched afterwards: the caller may already be reusing it.
-func (r *Request) respond(err error, info []byte) {
+func (r *request) respond(err error, info []byte) {
 	r.releasePeer()
 	r.releaseOwner()
 	select {

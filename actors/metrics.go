@@ -59,11 +59,3 @@ type Stats struct {
 	MailboxDepthMax int64 // deepest single mailbox
 	Active          int64 // resident user actors
 }
-
-// epoch anchors monotonic timestamps carried in messages.
-var epoch = time.Now()
-
-// monotime returns monotonic nanoseconds since epoch (no wall-clock jumps).
-func monotime() int64 { return int64(time.Since(epoch)) }
-
-func durationNS(ns int64) time.Duration { return time.Duration(ns) }

@@ -43,7 +43,7 @@ const (
 // they complete with success, ErrClosed or an injected error; and they
 // complete in any order, not only in append order. The real journal
 // completes in global append order, but nothing in the actors depends on
-// that: a completion carries its own Request (owner, item or peer, amount,
+// that: a completion carries its own request (owner, item or peer, amount,
 // key), committed() settles exactly that request's reservation, Wallet.settle
 // only needs the amount to be within what is reserved (true for any subset of
 // a user's reservations), the durable balance stays ≥ 0 for any subset
@@ -159,7 +159,7 @@ type simUser struct {
 }
 
 type simKey struct {
-	req     KeyOutcome
+	req     KeyedRequest
 	pending bool
 	err     error // the remembered answer once settled (nil: applied)
 	durable bool  // committed: survives a reload
@@ -184,7 +184,7 @@ func (m *simModel) resolve(name string) bool {
 }
 
 // replay mirrors keyTable.lookup.
-func (u *simUser) replay(o KeyOutcome) (bool, error) {
+func (u *simUser) replay(o KeyedRequest) (bool, error) {
 	k := u.keys[o.Key]
 	switch {
 	case o.Key == "" || k == nil:
@@ -217,7 +217,7 @@ func (m *simModel) buy(user string, item ItemID, key string, refuse bool) expect
 		return expectation{err: ErrOverloaded}
 	}
 	u := m.users[user]
-	o := KeyOutcome{Key: key, Kind: Purchased, Item: item, Amount: item.Price()}
+	o := KeyedRequest{Key: key, Kind: Purchased, Item: item, Amount: item.Price()}
 	if seen, err := u.replay(o); seen {
 		return expectation{err: err}
 	}
@@ -238,7 +238,7 @@ func (m *simModel) send(from, to string, amount Coins, key string, refuse bool) 
 		return expectation{err: ErrUnknownRecipient}
 	}
 	u := m.users[from]
-	o := KeyOutcome{Key: key, Kind: Transferred, Peer: to, Amount: amount}
+	o := KeyedRequest{Key: key, Kind: Transferred, Peer: to, Amount: amount}
 	if seen, err := u.replay(o); seen {
 		return expectation{err: err}
 	}
@@ -247,7 +247,7 @@ func (m *simModel) send(from, to string, amount Coins, key string, refuse bool) 
 
 // reserve validates against the available balance and, unless the journal
 // refuses, leaves the change pending.
-func (m *simModel) reserve(user, peer string, u *simUser, o KeyOutcome, refuse bool) expectation {
+func (m *simModel) reserve(user, peer string, u *simUser, o KeyedRequest, refuse bool) expectation {
 	if o.Amount > u.coins-u.reserved {
 		if o.Key != "" {
 			u.keys[o.Key] = &simKey{req: o, err: ErrInsufficientCoins}

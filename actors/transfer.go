@@ -21,7 +21,7 @@ package actors
 // shows a change that is not durable. Opposite transfers (A→B while B→A)
 // cannot deadlock because nobody waits for anybody.
 
-func (u *user) send(r *Request) {
+func (u *user) transfer(r *request) {
 	switch {
 	case u.broken:
 		u.respond(r, ErrUnavailable)
@@ -52,7 +52,7 @@ func (u *user) send(r *Request) {
 // debited makes a committed transfer's debit durable and hands the request
 // to the recipient. The sender's pin is released; the recipient's stays
 // until it has applied the credit.
-func (u *user) debited(r *Request) {
+func (u *user) debited(r *request) {
 	if !u.broken {
 		u.wallet.ApplySent(r.peer.name, r.amount)
 		u.info = nil
@@ -60,12 +60,12 @@ func (u *user) debited(r *Request) {
 	u.cur = nil
 	r.phase = phaseCredit
 	r.releaseOwner()
-	r.peer.send(r)
+	r.peer.enqueue(r)
 }
 
 // credit applies a committed transfer at the recipient and answers the
 // caller.
-func (u *user) credit(r *Request) {
+func (u *user) credit(r *request) {
 	if !u.broken {
 		if err := u.wallet.ApplyReceived(r.owner.name, r.amount); err != nil {
 			panic("actors: invariant: committed credit cannot be applied: " + err.Error())

@@ -21,13 +21,13 @@ type user struct {
 	wallet Wallet
 	keys   keyTable
 	info   []byte   // cached body; nil when stale; never mutated once built
-	cur    *Request // the request being handled, until handed on or answered
+	cur    *request // the request being handled, until handed on or answered
 	broken bool     // a panic left the state suspect; see recoverPanic
 }
 
 // Receive implements actor.Receiver.
 func (u *user) Receive(c *actor.Context) {
-	r, ok := c.Message().(*Request)
+	r, ok := c.Message().(*request)
 	if !ok {
 		return // lifecycle messages: state was loaded before Spawn
 	}
@@ -36,11 +36,11 @@ func (u *user) Receive(c *actor.Context) {
 	u.sys.depth.Add(-1)
 	u.sys.metrics.MailboxWait(durationNS(start - r.enqueued))
 	kind := r.kind() // r may be reused by its caller once answered
-	u.handle(r)
+	u.dispatch(r)
 	u.sys.metrics.Processed(kind, durationNS(monotime()-start))
 }
 
-func (u *user) handle(r *Request) {
+func (u *user) dispatch(r *request) {
 	u.cur = r
 	defer u.recoverPanic()
 	switch r.phase {
@@ -51,7 +51,7 @@ func (u *user) handle(r *Request) {
 		case opBuy:
 			u.buy(r)
 		case opSend:
-			u.send(r)
+			u.transfer(r)
 		}
 	case phaseCommitted:
 		u.committed(r)
@@ -62,12 +62,12 @@ func (u *user) handle(r *Request) {
 }
 
 // respond answers r and forgets it.
-func (u *user) respond(r *Request, err error) {
+func (u *user) respond(r *request, err error) {
 	u.cur = nil
 	r.respond(err, nil)
 }
 
-func (u *user) answerInfo(r *Request) {
+func (u *user) answerInfo(r *request) {
 	if u.broken {
 		u.respond(r, ErrUnavailable)
 		return
@@ -79,7 +79,7 @@ func (u *user) answerInfo(r *Request) {
 	r.respond(nil, u.info)
 }
 
-func (u *user) buy(r *Request) {
+func (u *user) buy(r *request) {
 	if u.broken {
 		u.respond(r, ErrUnavailable)
 		return
@@ -106,7 +106,7 @@ func (u *user) buy(r *Request) {
 }
 
 // replay answers r from its idempotency key if the key was seen before.
-func (u *user) replay(r *Request) bool {
+func (u *user) replay(r *request) bool {
 	if r.key == "" {
 		return false
 	}
@@ -118,7 +118,7 @@ func (u *user) replay(r *Request) bool {
 }
 
 // refuse answers a business refusal, remembering it under r's key.
-func (u *user) refuse(r *Request, err error) {
+func (u *user) refuse(r *request, err error) {
 	if r.key != "" {
 		u.keys.add(outcomeOf(r), false, err)
 	}
@@ -127,7 +127,7 @@ func (u *user) refuse(r *Request, err error) {
 
 // pending notes that r's record is in the journal; its outcome arrives as
 // phaseCommitted.
-func (u *user) pending(r *Request) {
+func (u *user) pending(r *request) {
 	if r.key != "" {
 		u.keys.add(outcomeOf(r), true, nil)
 	}
@@ -135,10 +135,10 @@ func (u *user) pending(r *Request) {
 }
 
 // committed handles the journal's outcome for this actor's own record.
-func (u *user) committed(r *Request) {
+func (u *user) committed(r *request) {
 	applied := r.err == nil
 	if r.key != "" {
-		u.keys.settle(r.key, applied)
+		u.keys.finish(r.key, applied)
 	}
 	amount := r.amount
 	if r.op == opBuy {
@@ -185,7 +185,7 @@ func (u *user) recoverPanic() {
 			// and answer, whatever happened to this actor.
 			r.phase = phaseCredit
 			r.releaseOwner()
-			r.peer.send(r)
+			r.peer.enqueue(r)
 			return
 		}
 		r.respond(ErrInternal, nil)

@@ -39,7 +39,7 @@ type UserState struct {
 	Sent         []Counterparty
 	// Keys are the idempotency keys this user used within the retention
 	// period, with the outcome they were committed with.
-	Keys []KeyOutcome
+	Keys []KeyedRequest
 }
 
 // NewWallet returns a new user's wallet with StartingCoins.

@@ -56,14 +56,14 @@ func (s *fakeStore) LoadUser(_ context.Context, name string) (actors.UserState, 
 	}
 	st.Received = append([]actors.Counterparty(nil), st.Received...)
 	st.Sent = append([]actors.Counterparty(nil), st.Sent...)
-	st.Keys = append([]actors.KeyOutcome(nil), st.Keys...)
+	st.Keys = append([]actors.KeyedRequest(nil), st.Keys...)
 	return st, nil
 }
 
 // KeyApplied implements actors.Store.
-func (s *fakeStore) KeyApplied(_ context.Context, user, key string) (actors.KeyOutcome, bool, error) {
+func (s *fakeStore) KeyApplied(_ context.Context, user, key string) (actors.KeyedRequest, bool, error) {
 	if p := s.loadErr.Load(); p != nil {
-		return actors.KeyOutcome{}, false, *p
+		return actors.KeyedRequest{}, false, *p
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -72,7 +72,7 @@ func (s *fakeStore) KeyApplied(_ context.Context, user, key string) (actors.KeyO
 			return k, true, nil
 		}
 	}
-	return actors.KeyOutcome{}, false, nil
+	return actors.KeyedRequest{}, false, nil
 }
 
 // put installs a user directly (as if loaded from PostgreSQL).
@@ -121,7 +121,7 @@ func (s *fakeStore) apply(rec *actors.Record) error {
 		st.Coins -= rec.Amount
 		st.Inventory[rec.Item]++
 		if rec.Key != "" {
-			st.Keys = append(st.Keys, actors.KeyOutcome{Key: rec.Key, Kind: rec.Kind, Item: rec.Item, Amount: rec.Amount})
+			st.Keys = append(st.Keys, actors.KeyedRequest{Key: rec.Key, Kind: rec.Kind, Item: rec.Item, Amount: rec.Amount})
 		}
 		s.users[rec.User] = st
 	case actors.Transferred:
@@ -129,7 +129,7 @@ func (s *fakeStore) apply(rec *actors.Record) error {
 		from.Coins -= rec.Amount
 		from.Sent = addCounterparty(from.Sent, rec.Peer, rec.Amount)
 		if rec.Key != "" {
-			from.Keys = append(from.Keys, actors.KeyOutcome{Key: rec.Key, Kind: rec.Kind, Peer: rec.Peer, Amount: rec.Amount})
+			from.Keys = append(from.Keys, actors.KeyedRequest{Key: rec.Key, Kind: rec.Kind, Peer: rec.Peer, Amount: rec.Amount})
 		}
 		s.users[rec.User] = from
 		to.Coins += rec.Amount

@@ -49,8 +49,8 @@ func (memStore) LoadUser(context.Context, string) (actors.UserState, error) {
 	return actors.UserState{Coins: actors.StartingCoins, PasswordHash: []byte("x")}, nil
 }
 
-func (memStore) KeyApplied(context.Context, string, string) (actors.KeyOutcome, bool, error) {
-	return actors.KeyOutcome{}, false, nil
+func (memStore) KeyApplied(context.Context, string, string) (actors.KeyedRequest, bool, error) {
+	return actors.KeyedRequest{}, false, nil
 }
 
 // newService builds actors + api in process, with or without metrics.

@@ -71,7 +71,7 @@ func TestJournalWritesAndStoreLoads(t *testing.T) {
 	if string(alice.PasswordHash) != "hash-alice" {
 		t.Errorf("hash = %q", alice.PasswordHash)
 	}
-	wantKeys := map[string]actors.KeyOutcome{
+	wantKeys := map[string]actors.KeyedRequest{
 		"k1": {Key: "k1", Kind: actors.Purchased, Item: cup, Amount: cup.Price()},
 		"k2": {Key: "k2", Kind: actors.Transferred, Peer: "bob", Amount: 30},
 	}

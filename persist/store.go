@@ -83,7 +83,7 @@ func (s *Store) LoadUser(ctx context.Context, name string) (actors.UserState, er
 		st.Sent = append(st.Sent, actors.Counterparty{User: to[i], Amount: actors.Coins(sent[i])})
 	}
 	for i, key := range keys {
-		o := actors.KeyOutcome{Key: key, Peer: kPeers[i], Amount: actors.Coins(kAmounts[i])}
+		o := actors.KeyedRequest{Key: key, Peer: kPeers[i], Amount: actors.Coins(kAmounts[i])}
 		if o.Kind, o.Item, err = parseKeyKind(kinds[i], kItems[i]); err != nil {
 			return st, err
 		}
@@ -98,8 +98,8 @@ func (s *Store) LoadUser(ctx context.Context, name string) (actors.UserState, er
 }
 
 // KeyApplied implements actors.Store.
-func (s *Store) KeyApplied(ctx context.Context, user, key string) (actors.KeyOutcome, bool, error) {
-	o := actors.KeyOutcome{Key: key}
+func (s *Store) KeyApplied(ctx context.Context, user, key string) (actors.KeyedRequest, bool, error) {
+	o := actors.KeyedRequest{Key: key}
 	var kind, item string
 	var amount int64
 	err := s.pool.QueryRow(ctx, `SELECT kind, item, peer, amount FROM idempotency_keys

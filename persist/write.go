@@ -70,12 +70,12 @@ func (j *Journal) commit(b *batch) {
 		return
 	}
 	b.aggregate()
-	j.settle(b)
+	j.commitOrSplit(b)
 }
 
-// settle writes an aggregated batch and completes its records; on a
+// commitOrSplit writes an aggregated batch and completes its records; on a
 // refusal it bisects (step 3 of the header).
-func (j *Journal) settle(b *batch) {
+func (j *Journal) commitOrSplit(b *batch) {
 	out, err := j.write(b)
 	switch out {
 	case committed:
@@ -95,7 +95,7 @@ func (j *Journal) settle(b *batch) {
 			sub := newBatch()
 			sub.entries = part
 			sub.aggregate()
-			j.settle(sub)
+			j.commitOrSplit(sub)
 		}
 	}
 }
