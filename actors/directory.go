@@ -148,7 +148,7 @@ func (sp *stripe) markAbsent(h *handle, ttl time.Duration) {
 }
 
 type directory struct {
-	seed   maphash.Seed
+	seed    maphash.Seed
 	stripes [dirStripes]stripe
 }
 
