@@ -184,10 +184,11 @@ func TestBuyJournalRefuses(t *testing.T) {
 	e.mustQuiet(t)
 }
 
-// TestBuyJournalFails: a record completed with an error is not applied; the
-// caller gets that error and the reservation is released.
+// TestBuyJournalFails: a record completed with a definite error is not
+// applied; the caller gets that error and the reservation is released.
+// (ErrNotDurable is not definite: TestUnknownOutcomeNeverFreesMoney.)
 func TestBuyJournalFails(t *testing.T) {
-	for _, fail := range []error{ErrClosed, ErrNotDurable, errInjected} {
+	for _, fail := range []error{ErrClosed, ErrUnavailable, errInjected} {
 		t.Run(fail.Error(), func(t *testing.T) {
 			e := mustNewEnv(t, testConfig(), true)
 			e.store.put("alice", stateWith(80))
@@ -374,6 +375,63 @@ func TestUnknownRecipientCached(t *testing.T) {
 		t.Fatalf("Send after registration = %v", err)
 	}
 	e.mustQuiet(t)
+}
+
+// TestUnknownOutcomeNeverFreesMoney: a record whose outcome the journal
+// could not learn (ErrNotDurable) may have committed. The actor must not
+// free its reservation: it stops serving and is rebuilt from the store,
+// which has the truth.
+func TestUnknownOutcomeNeverFreesMoney(t *testing.T) {
+	for _, op := range []string{"buy", "send"} {
+		t.Run(op, func(t *testing.T) {
+			e := mustNewEnv(t, testConfig(), true, "alice", "bob")
+			call := async(func() error { return e.sys.Buy("alice", pinkHoody, "k1") })
+			if op == "send" {
+				call = async(func() error { return e.sys.Send("alice", "bob", 500, "k1") })
+			}
+			e.journal.mustWaitHeld(t, 1)
+			rec := e.journal.take(0)
+			if err := e.store.apply(rec); err != nil { // it did commit...
+				t.Fatal(err)
+			}
+			rec.Done.JournalDone(ErrNotDurable) // ...but the journal could not tell
+			if err := mustResult(t, call); !errors.Is(err, ErrNotDurable) {
+				t.Fatalf("%s = %v, want ErrNotDurable", op, err)
+			}
+			e.journal.setHold(false)
+			// The 500 coins may be spent: the stale actor must not spend them again.
+			if err := e.sys.Send("alice", "bob", 1000, ""); err == nil {
+				t.Fatal("the whole balance was sent again after an unknown outcome")
+			}
+			mustPoll(t, "the suspect actors to be rebuilt", func() bool {
+				e.sys.PassivateIdle(time.Hour)
+				_, err := e.sys.Info("alice")
+				return err == nil
+			})
+			final := want{coins: 500, items: map[ItemID]int64{pinkHoody: 1}}
+			if op == "send" {
+				final = want{coins: 500, sent: map[string]Coins{"bob": 500}}
+			}
+			e.mustSee(t, "alice", final)
+			if op == "send" {
+				e.mustSee(t, "alice", want{coins: 500, sent: map[string]Coins{"bob": 500}})
+				mustPoll(t, "bob to be rebuilt", func() bool {
+					e.sys.PassivateIdle(time.Hour)
+					body, err := e.sys.Info("bob")
+					return err == nil && strings.Contains(string(body), `"coins":1500`)
+				})
+			}
+			// The key is the store's now: a retry replays, nothing twice.
+			retry := e.sys.Buy("alice", pinkHoody, "k1")
+			if op == "send" {
+				retry = e.sys.Send("alice", "bob", 500, "k1")
+			}
+			if retry != nil {
+				t.Fatalf("retry with the key: %v", retry)
+			}
+			e.mustSee(t, "alice", final)
+		})
+	}
 }
 
 // TestSendJournalOutcomes: a refused or failed transfer record changes

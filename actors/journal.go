@@ -40,10 +40,16 @@ type Record struct {
 // Completion is told the outcome of one appended record.
 type Completion interface {
 	// JournalDone is called exactly once per appended record, from the
-	// journal's writer goroutine, in append order. nil means committed;
-	// ErrUserExists means a Registered record lost to an existing user;
-	// ErrClosed means the journal shut down without writing it. It must not
-	// block.
+	// journal's writer goroutine, in append order. It must not block. The
+	// error says what happened, and only ErrNotDurable leaves it open:
+	//   - nil: committed.
+	//   - ErrUserExists: a Registered record lost to an existing user.
+	//   - ErrNotDurable: outcome unknown (the journal gave up waiting, e.g.
+	//     at its shutdown deadline, and the record may have committed). The
+	//     appender must treat it as possibly applied: never free what it
+	//     reserved; rebuild from the Store.
+	//   - any other error (ErrUnavailable, ErrInternal, …): definitely not
+	//     written; the appender may undo what it reserved.
 	JournalDone(err error)
 }
 

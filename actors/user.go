@@ -136,6 +136,10 @@ func (u *user) pending(r *request) {
 
 // committed handles the journal's outcome for this actor's own record.
 func (u *user) committed(r *request) {
+	if errors.Is(r.err, ErrNotDurable) {
+		u.unknown(r)
+		return
+	}
 	applied := r.err == nil
 	if r.key != "" {
 		u.keys.finish(r.key, applied)
@@ -160,6 +164,22 @@ func (u *user) committed(r *request) {
 		u.info = nil
 	}
 	u.respond(r, nil)
+}
+
+// unknown handles a record whose outcome the journal could not learn: it
+// may have committed. Its reservation is never freed and its key stays
+// pending (a retry gets ErrKeyInFlight); the actor stops serving and is
+// rebuilt from the store, which has the truth, as after a panic. A
+// transfer's recipient is rebuilt too, so it shows the credit if it
+// committed (until then it shows less than the truth, never more).
+func (u *user) unknown(r *request) {
+	u.broken = true
+	u.h.broken.Store(true)
+	u.info = nil
+	if r.op == opSend {
+		r.peer.broken.Store(true)
+	}
+	u.respond(r, r.err)
 }
 
 // recoverPanic turns a panic in Receive into an answer and a rebuild: the

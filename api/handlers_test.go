@@ -392,7 +392,6 @@ func TestServerErrors(t *testing.T) {
 	}{
 		{"journal queue full", actors.ErrOverloaded, nil, 503, "overloaded"},
 		{"journal closed", actors.ErrClosed, nil, 503, "shutting down"},
-		{"not durable in time", nil, actors.ErrNotDurable, 503, "durable"},
 		{"unexpected failure", nil, boom, 500, "internal error"},
 	}
 	for _, tt := range tests {
@@ -424,6 +423,25 @@ func TestServerErrors(t *testing.T) {
 	checkReply(t, e.do(t, req{method: "POST", path: "/api/sendCoin", token: tok, body: `{"toUser":"peer","amount":1000}`}), 200, "")
 	if ib, _ := e.mustInfo(t, tok); ib.Coins != 0 || len(ib.Inventory) != 0 {
 		t.Fatalf("after failures: %+v", ib)
+	}
+}
+
+// TestNotDurableIs503: a change whose outcome the journal could not learn
+// answers 503 (retry with the Idempotency-Key to learn it), never 200 or
+// 500.
+func TestNotDurableIs503(t *testing.T) {
+	t.Parallel()
+	unknown := actors.ErrNotDurable
+	for _, r := range []req{
+		{method: "GET", path: "/api/buy/pen"},
+		{method: "POST", path: "/api/sendCoin", body: `{"toUser":"peer","amount":10}`},
+		{method: "POST", path: "/api/auth", body: authBody("never", "pw")},
+	} {
+		e := mustEnv(t, envConfig{})
+		r.token = e.mustAuth(t, "payer", "pw")
+		e.mustAuth(t, "peer", "pw")
+		e.journal.fail.Store(&unknown)
+		checkReply(t, e.do(t, r), 503, "durable")
 	}
 }
 
