@@ -12,6 +12,13 @@ const (
 	Transferred                       // User sent Amount to Peer.
 )
 
+// RecordKinds lists every kind.
+var RecordKinds = [...]RecordKind{Registered, Purchased, Transferred}
+
+// RecordCounts counts records by kind, indexed by RecordKind (index 0 is
+// unused).
+type RecordCounts [Transferred + 1]int
+
 // String returns the kind's name, for logs and metric labels.
 func (k RecordKind) String() string {
 	switch k {

@@ -7,11 +7,16 @@ type registration chan error
 
 func (r registration) JournalDone(err error) { r <- err }
 
+// registerAttempts bounds Register's retries when a concurrent load of the
+// name races it (each round either registers, finds the user, or sees the
+// load end with nothing).
+const registerAttempts = 4
+
 // Register creates a user with StartingCoins; nil means the user is durable.
 // ErrUserExists means the name is taken (verify the password instead).
 func (s *System) Register(name string, passwordHash []byte) error {
 	sp := s.dir.stripe(name)
-	for range 4 {
+	for range registerAttempts {
 		sp.mu.Lock()
 		if h := sp.m[name]; h != nil && !h.dead() {
 			sp.mu.Unlock()

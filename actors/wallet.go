@@ -112,8 +112,8 @@ func (w *Wallet) check() error {
 	// checked for overflow, so that no wrapped sum can pass.
 	if !inOK || !outOK || in > math.MaxInt64-StartingCoins || out > math.MaxInt64-spent ||
 		w.coins > math.MaxInt64-out-spent || w.coins+out+spent != StartingCoins+in {
-		return fmt.Errorf("actors: invariant: 1000 + %d received - %d sent - %d spent != balance %d",
-			in, out, spent, w.coins)
+		return fmt.Errorf("actors: invariant: %d + %d received - %d sent - %d spent != balance %d",
+			StartingCoins, in, out, spent, w.coins)
 	}
 	return nil
 }

@@ -64,7 +64,7 @@ func (m *ActorMetrics) Passivated() { m.passivation.Inc() }
 type JournalMetrics struct {
 	batch    prometheus.Histogram
 	flush    prometheus.Histogram
-	records  [4]prometheus.Counter // by actors.RecordKind
+	records  [len(actors.RecordCounts{})]prometheus.Counter // by actors.RecordKind
 	failures prometheus.Counter
 }
 
@@ -80,14 +80,14 @@ func NewJournalMetrics(reg prometheus.Registerer) *JournalMetrics {
 	}
 	recs := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "merch_journal_records_total",
 		Help: "Records committed by the journal, by kind."}, []string{"kind"})
-	for _, k := range []actors.RecordKind{actors.Registered, actors.Purchased, actors.Transferred} {
+	for _, k := range actors.RecordKinds {
 		m.records[k] = recs.WithLabelValues(k.String())
 	}
 	reg.MustRegister(m.batch, m.flush, m.failures, recs)
 	return m
 }
 
-func (m *JournalMetrics) Committed(n int, byKind *[4]int, d time.Duration) {
+func (m *JournalMetrics) Committed(n int, byKind *actors.RecordCounts, d time.Duration) {
 	m.batch.Observe(float64(n))
 	m.flush.Observe(d.Seconds())
 	for k, c := range byKind {

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"merch/actors"
 	"strings"
 	"testing"
 	"time"
@@ -37,7 +38,7 @@ func TestObserveMetrics(t *testing.T) {
 	if s := call("GET", "/api/info", tok, ""); s != 200 {
 		t.Fatalf("info %d", s)
 	}
-	jm.Committed(3, &[4]int{0, 0, 1, 2}, time.Millisecond)
+	jm.Committed(3, &actors.RecordCounts{0, 0, 1, 2}, time.Millisecond)
 	jm.Failed()
 
 	scrape := func() string {

@@ -3,6 +3,7 @@ package persist
 import (
 	"context"
 	"fmt"
+	"strconv"
 	"strings"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -68,12 +69,12 @@ func Audit(ctx context.Context, pool *pgxpool.Pool) (AuditReport, error) {
 		return r, err
 	}
 	checks := []struct{ what, sql string }{
-		{"balance != 1000 + received - sent - spent", `
+		{"balance != starting coins + received - sent - spent", `
 SELECT u.name FROM users u
 LEFT JOIN (SELECT to_user n, sum(amount) a FROM transfer_totals GROUP BY 1) r ON r.n = u.name
 LEFT JOIN (SELECT from_user n, sum(amount) a FROM transfer_totals GROUP BY 1) s ON s.n = u.name
 LEFT JOIN (SELECT user_name n, sum(quantity * price) a FROM inventory JOIN ` + prices + ` USING (item) GROUP BY 1) b ON b.n = u.name
-WHERE u.balance <> 1000 + coalesce(r.a, 0) - coalesce(s.a, 0) - coalesce(b.a, 0)`},
+WHERE u.balance <> ` + strconv.FormatInt(int64(actors.StartingCoins), 10) + ` + coalesce(r.a, 0) - coalesce(s.a, 0) - coalesce(b.a, 0)`},
 		{"transfer ledger != pair totals", `
 SELECT coalesce(t.from_user, l.from_user) || '->' || coalesce(t.to_user, l.to_user)
 FROM transfer_totals t FULL JOIN (SELECT from_user, to_user, sum(amount) amount FROM transfers GROUP BY 1, 2) l

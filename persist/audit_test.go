@@ -14,7 +14,7 @@ func TestAuditDetectsViolations(t *testing.T) {
 		breakq string
 		want   string // substring of a violation, or "" for the totals check only
 	}{
-		{"balance drift", `UPDATE users SET balance = balance + 1 WHERE name = 'ann'`, "balance != 1000"},
+		{"balance drift", `UPDATE users SET balance = balance + 1 WHERE name = 'ann'`, "balance != starting coins"},
 		{"ledger without totals", `INSERT INTO transfers (batch, from_user, to_user, amount) VALUES (0, 'ann', 'ben', 5)`, "transfer ledger"},
 		{"inventory without purchase", `INSERT INTO inventory VALUES ('ben', 'cup', 1)`, "purchase ledger"},
 		{"unknown item", `INSERT INTO inventory VALUES ('ben', 'yacht', 1)`, "not in catalogue"},

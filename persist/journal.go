@@ -18,7 +18,7 @@ import (
 // concurrent use.
 type JournalMetrics interface {
 	// Committed is called once per committed batch.
-	Committed(records int, byKind *[4]int, flush time.Duration)
+	Committed(records int, byKind *actors.RecordCounts, flush time.Duration)
 	// Failed is called once per failed batch attempt.
 	Failed()
 }
@@ -26,7 +26,7 @@ type JournalMetrics interface {
 // NopJournalMetrics discards observations.
 type NopJournalMetrics struct{}
 
-func (NopJournalMetrics) Committed(int, *[4]int, time.Duration) {}
+func (NopJournalMetrics) Committed(int, *actors.RecordCounts, time.Duration) {}
 func (NopJournalMetrics) Failed()                               {}
 
 // JournalConfig builds a Journal. Every field is required.
@@ -247,8 +247,8 @@ func (j *Journal) wait(d time.Duration) bool {
 	}
 }
 
-func countKinds(b *batch) *[4]int {
-	var n [4]int
+func countKinds(b *batch) *actors.RecordCounts {
+	var n actors.RecordCounts
 	for i := range b.entries {
 		n[b.entries[i].rec.Kind]++
 	}
