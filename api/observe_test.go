@@ -2,6 +2,7 @@ package api
 
 import (
 	"merch/actors"
+	"merch/metrics"
 	"strings"
 	"testing"
 	"time"
@@ -11,13 +12,13 @@ import (
 // checks the exported series by their fixed names (dashboards and alerts use
 // them), with no per-user labels.
 func TestObserveMetrics(t *testing.T) {
-	reg := NewRegistry()
-	am := NewActorMetrics(reg)
-	jm := NewJournalMetrics(reg)
-	hh := NewHashHistogram(reg)
+	reg := metrics.NewRegistry()
+	am := metrics.NewActors(reg)
+	jm := metrics.NewJournal(reg)
+	hh := metrics.NewHashHistogram(reg)
 	e := mustEnv(t, envConfig{registry: reg, actorMetrics: am, noHTTPServer: true,
 		observe: func(d time.Duration) { hh.Observe(d.Seconds()) }})
-	RegisterGauges(reg, e.sys.Stats, func() float64 { return 7 }, func() float64 { return float64(e.hasher.QueueDepth()) })
+	metrics.RegisterGauges(reg, metrics.GaugeSources{Actors: e.sys.Stats, JournalDepth: func() int { return 7 }, HashDepth: e.hasher.QueueDepth})
 
 	h := e.srv.Handler()
 	call := func(method, path, token, body string) int {

@@ -13,6 +13,7 @@ import (
 
 	"merch/actors"
 	"merch/api"
+	"merch/metrics"
 )
 
 // memJournal completes records from one goroutine, in order, like the real
@@ -54,7 +55,7 @@ func (memStore) KeyApplied(context.Context, string, string) (actors.KeyedRequest
 }
 
 // newService builds actors + api in process, with or without metrics.
-func newService(tb testing.TB, metrics bool) (fasthttp.RequestHandler, *api.Tokens) {
+func newService(tb testing.TB, withMetrics bool) (fasthttp.RequestHandler, *api.Tokens) {
 	tb.Helper()
 	engine, err := actor.NewEngine(actor.NewEngineConfig())
 	if err != nil {
@@ -62,9 +63,9 @@ func newService(tb testing.TB, metrics bool) (fasthttp.RequestHandler, *api.Toke
 	}
 	var am actors.Metrics = actors.NopMetrics{}
 	cfg := api.Config{}
-	if metrics {
-		cfg.Registry = api.NewRegistry()
-		am = api.NewActorMetrics(cfg.Registry)
+	if withMetrics {
+		cfg.Registry = metrics.NewRegistry()
+		am = metrics.NewActors(cfg.Registry)
 	}
 	sys, err := actors.NewSystem(actors.Config{Engine: engine, Journal: newMemJournal(tb), Store: memStore{},
 		Metrics: am, InboxSize: 8, InflightPerUserMax: 64, IdleTTL: time.Hour, SweepInterval: time.Second,

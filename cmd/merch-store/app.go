@@ -19,6 +19,7 @@ import (
 	"merch/actors"
 	"merch/api"
 	"merch/internal/listener"
+	"merch/metrics"
 	"merch/persist"
 )
 
@@ -117,11 +118,11 @@ func (m *Main) Start(ctx context.Context) error {
 	if m.pool, err = persist.Open(ctx, m.cfg.DatabaseURL, int32(m.cfg.DBMaxConns)); err != nil {
 		return startError(ctx, err)
 	}
-	reg := api.NewRegistry()
+	reg := metrics.NewRegistry()
 	m.journal, err = persist.OpenJournal(ctx, persist.JournalConfig{
 		Pool: m.pool, Writer: journalWriter, QueueMax: m.cfg.JournalQueue, BatchMax: m.cfg.JournalBatch,
 		RetryMin: journalRetryMin, RetryMax: journalRetryMax, AttemptTimeout: journalAttemptMax,
-		Metrics: api.NewJournalMetrics(reg), Fatal: m.OnFatal,
+		Metrics: metrics.NewJournal(reg), Fatal: m.OnFatal,
 	})
 	if err != nil {
 		return startError(ctx, err)
@@ -132,7 +133,7 @@ func (m *Main) Start(ctx context.Context) error {
 	}
 	store := persist.NewStore(m.pool)
 	m.sys, err = actors.NewSystem(actors.Config{
-		Engine: m.engine, Journal: m.journal, Store: store, Metrics: api.NewActorMetrics(reg),
+		Engine: m.engine, Journal: m.journal, Store: store, Metrics: metrics.NewActors(reg),
 		InboxSize: m.cfg.InboxSize, InflightPerUserMax: m.cfg.InflightPerUser,
 		IdleTTL: m.cfg.IdleTTL, SweepInterval: actorSweepInterval, LoadTimeout: loadTimeout,
 		WriteTimeout: m.cfg.RequestTimeout, ReadTimeout: m.cfg.RequestTimeout, AbsentTTL: absentTTL,
@@ -162,7 +163,7 @@ func startError(ctx context.Context, err error) error {
 }
 
 func (m *Main) startHTTP(reg *prometheus.Registry) error {
-	hashSeconds := api.NewHashHistogram(reg)
+	hashSeconds := metrics.NewHashHistogram(reg)
 	var err error
 	m.hasher, err = api.NewHasher(m.cfg.BcryptCost, m.cfg.HashWorkers, m.cfg.HashQueue,
 		func(d time.Duration) { hashSeconds.Observe(d.Seconds()) })
@@ -182,9 +183,8 @@ func (m *Main) startHTTP(reg *prometheus.Registry) error {
 	if err != nil {
 		return err
 	}
-	api.RegisterGauges(reg, m.sys.Stats,
-		func() float64 { return float64(m.journal.QueueDepth()) },
-		func() float64 { return float64(m.hasher.QueueDepth()) })
+	metrics.RegisterGauges(reg, metrics.GaugeSources{Actors: m.sys.Stats,
+		JournalDepth: m.journal.QueueDepth, HashDepth: m.hasher.QueueDepth})
 	srv, err := api.New(api.Config{System: m.sys, Tokens: tokens, Hasher: m.hasher, Limiter: limiter,
 		Registrations: regs, Registry: reg})
 	if err != nil {
@@ -195,7 +195,7 @@ func (m *Main) startHTTP(reg *prometheus.Registry) error {
 	if err != nil {
 		return err
 	}
-	rejected := api.NewRejectedConns(reg)
+	rejected := metrics.NewRejectedConns(reg)
 	m.ln = listener.New(ln, listener.Config{
 		MaxConns: connCap(m.cfg), MaxConnsPerIP: m.cfg.MaxConnsPerIP, OnReject: rejected,
 		OnAcceptError: func(err error, backoff time.Duration) {
@@ -309,4 +309,4 @@ func (m *Main) Close() error {
 	return errors.Join(errs...)
 }
 
-var _ persist.JournalMetrics = (*api.JournalMetrics)(nil)
+var _ persist.JournalMetrics = (*metrics.Journal)(nil)

@@ -1,4 +1,4 @@
-package api
+package metrics
 
 import (
 	"regexp"
@@ -10,16 +10,10 @@ import (
 	"merch/actors"
 )
 
-// Prometheus implementations of the observers the other packages declare
-// (actors.Metrics, persist.JournalMetrics by its method set), kept here
-// because api is the package that speaks Prometheus. Metric names are fixed:
-// dashboards and alerts use them. No per-user labels anywhere. Label
-// children are resolved once, at construction.
-
 var fastBuckets = []float64{.000005, .00001, .000025, .00005, .0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2}
 
-// ActorMetrics implements actors.Metrics with merch_actor_* metrics.
-type ActorMetrics struct {
+// Actors implements actors.Metrics with merch_actor_* metrics.
+type Actors struct {
 	wait        prometheus.Histogram
 	messages    [len(actors.MessageKinds)]prometheus.Counter
 	process     [len(actors.MessageKinds)]prometheus.Observer
@@ -27,11 +21,11 @@ type ActorMetrics struct {
 	passivation prometheus.Counter
 }
 
-var _ actors.Metrics = (*ActorMetrics)(nil)
+var _ actors.Metrics = (*Actors)(nil)
 
-// NewActorMetrics registers the actor metrics with reg.
-func NewActorMetrics(reg prometheus.Registerer) *ActorMetrics {
-	m := &ActorMetrics{
+// NewActors registers the actor metrics with reg.
+func NewActors(reg prometheus.Registerer) *Actors {
+	m := &Actors{
 		wait: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "merch_actor_mailbox_wait_seconds",
 			Help: "Time from enqueue to the start of processing, user actors.", Buckets: fastBuckets}),
 		activations: prometheus.NewCounter(prometheus.CounterOpts{Name: "merch_actor_activations_total",
@@ -51,26 +45,26 @@ func NewActorMetrics(reg prometheus.Registerer) *ActorMetrics {
 	return m
 }
 
-func (m *ActorMetrics) MailboxWait(d time.Duration) { m.wait.Observe(d.Seconds()) }
-func (m *ActorMetrics) Processed(k actors.MessageKind, d time.Duration) {
+func (m *Actors) MailboxWait(d time.Duration) { m.wait.Observe(d.Seconds()) }
+func (m *Actors) Processed(k actors.MessageKind, d time.Duration) {
 	m.messages[k].Inc()
 	m.process[k].Observe(d.Seconds())
 }
-func (m *ActorMetrics) Activated()  { m.activations.Inc() }
-func (m *ActorMetrics) Passivated() { m.passivation.Inc() }
+func (m *Actors) Activated()  { m.activations.Inc() }
+func (m *Actors) Passivated() { m.passivation.Inc() }
 
-// JournalMetrics implements persist.JournalMetrics with merch_journal_*
-// metrics (matched by method set, so api does not import persist).
-type JournalMetrics struct {
+// Journal implements persist.JournalMetrics with merch_journal_* metrics
+// (matched by method set: metrics does not import persist).
+type Journal struct {
 	batch    prometheus.Histogram
 	flush    prometheus.Histogram
 	records  [len(actors.RecordCounts{})]prometheus.Counter // by actors.RecordKind
 	failures prometheus.Counter
 }
 
-// NewJournalMetrics registers the journal metrics with reg.
-func NewJournalMetrics(reg prometheus.Registerer) *JournalMetrics {
-	m := &JournalMetrics{
+// NewJournal registers the journal metrics with reg.
+func NewJournal(reg prometheus.Registerer) *Journal {
+	m := &Journal{
 		batch: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "merch_journal_batch_records",
 			Help: "Records per committed journal batch.", Buckets: prometheus.ExponentialBuckets(1, 2, 14)}),
 		flush: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "merch_journal_flush_seconds",
@@ -87,7 +81,7 @@ func NewJournalMetrics(reg prometheus.Registerer) *JournalMetrics {
 	return m
 }
 
-func (m *JournalMetrics) Committed(n int, byKind *actors.RecordCounts, d time.Duration) {
+func (m *Journal) Committed(n int, byKind *actors.RecordCounts, d time.Duration) {
 	m.batch.Observe(float64(n))
 	m.flush.Observe(d.Seconds())
 	for k, c := range byKind {
@@ -96,21 +90,51 @@ func (m *JournalMetrics) Committed(n int, byKind *actors.RecordCounts, d time.Du
 		}
 	}
 }
-func (m *JournalMetrics) Failed() { m.failures.Inc() }
+func (m *Journal) Failed() { m.failures.Inc() }
 
-// RegisterGauges exports values read at scrape time.
-func RegisterGauges(reg prometheus.Registerer, sys func() actors.Stats, journalDepth, hashDepth func() float64) {
-	gauge := func(name, help string, f func() float64) {
-		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f))
+// GaugeSources are read at scrape time. Each func must be safe for
+// concurrent use.
+type GaugeSources struct {
+	Actors       func() actors.Stats // one scan of the directory per scrape
+	JournalDepth func() int
+	HashDepth    func() int64
+}
+
+// gauges is one collector for every value read at scrape time, so the
+// actor directory is scanned once per scrape, not once per gauge.
+type gauges struct {
+	src                                      GaugeSources
+	depth, depthMax, active, journal, hashes *prometheus.Desc
+}
+
+// RegisterGauges registers the scrape-time gauges: merch_actor_mailbox_depth,
+// merch_actor_mailbox_depth_max, merch_actors_active,
+// merch_journal_queue_depth and merch_auth_hash_queue_depth.
+func RegisterGauges(reg prometheus.Registerer, src GaugeSources) {
+	d := func(name, help string) *prometheus.Desc { return prometheus.NewDesc(name, help, nil, nil) }
+	reg.MustRegister(&gauges{src: src,
+		depth:    d("merch_actor_mailbox_depth", "Messages queued in user actors' mailboxes, total."),
+		depthMax: d("merch_actor_mailbox_depth_max", "Deepest single user actor mailbox now."),
+		active:   d("merch_actors_active", "Resident user actors."),
+		journal:  d("merch_journal_queue_depth", "Records waiting for the journal writer."),
+		hashes:   d("merch_auth_hash_queue_depth", "bcrypt jobs waiting or running."),
+	})
+}
+
+func (g *gauges) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{g.depth, g.depthMax, g.active, g.journal, g.hashes} {
+		ch <- d
 	}
-	gauge("merch_actor_mailbox_depth", "Messages queued in user actors' mailboxes, total.",
-		func() float64 { return float64(sys().MailboxDepth) })
-	gauge("merch_actor_mailbox_depth_max", "Deepest single user actor mailbox now.",
-		func() float64 { return float64(sys().MailboxDepthMax) })
-	gauge("merch_actors_active", "Resident user actors.",
-		func() float64 { return float64(sys().Active) })
-	gauge("merch_journal_queue_depth", "Records waiting for the journal writer.", journalDepth)
-	gauge("merch_auth_hash_queue_depth", "bcrypt jobs waiting or running.", hashDepth)
+}
+
+func (g *gauges) Collect(ch chan<- prometheus.Metric) {
+	st := g.src.Actors()
+	gauge := func(d *prometheus.Desc, v float64) { ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v) }
+	gauge(g.depth, float64(st.MailboxDepth))
+	gauge(g.depthMax, float64(st.MailboxDepthMax))
+	gauge(g.active, float64(st.Active))
+	gauge(g.journal, float64(g.src.JournalDepth()))
+	gauge(g.hashes, float64(g.src.HashDepth()))
 }
 
 // NewRejectedConns registers merch_http_connections_rejected_total{reason}
