@@ -23,6 +23,10 @@ var (
 	ErrUnavailable = errors.New("temporarily unavailable")
 	// ErrClosed: the service is shutting down; nothing was changed.
 	ErrClosed = errors.New("shutting down")
+	// ErrNotOwner: this node does not hold the lease on the user's shard
+	// (it was never its, or it was lost); nothing was changed. The API
+	// forwards the request to the owner.
+	ErrNotOwner = errors.New("this node does not own the user's shard")
 	// ErrKeyReused: an idempotency key was reused for a different request.
 	ErrKeyReused = errors.New("idempotency key reused for a different request")
 )

@@ -41,7 +41,12 @@ type Record struct {
 	Amount       Coins  // price paid or coins sent
 	PasswordHash []byte // Registered only; never mutated after Append
 	Key          string // idempotency key, stored with the change; "" for none
-	Done         Completion
+	// Epoch is the epoch of the lease on User's shard under which the
+	// record was made (PeerEpoch: Peer's, for a transfer between two
+	// shards of this node). The journal writes only records of leases the
+	// node still holds; ledger rows carry Epoch.
+	Epoch, PeerEpoch uint64
+	Done             Completion
 }
 
 // Completion is told the outcome of one appended record.

@@ -19,6 +19,5 @@ func ShardOf(name string) Shard { return Shard(crc32.ChecksumIEEE([]byte(name)) 
 // ShardOfBytes is ShardOf for a name still in a request buffer.
 func ShardOfBytes(name []byte) Shard { return Shard(crc32.ChecksumIEEE(name) % ShardCount) }
 
-
 // ShardCount must fit Shard (uint8): this fails to compile otherwise.
 const _ = uint8(ShardCount - 1)

@@ -60,6 +60,7 @@ type Journal struct {
 	flush    prometheus.Histogram
 	records  [len(actors.RecordCounts{})]prometheus.Counter // by actors.RecordKind
 	failures prometheus.Counter
+	fenced   prometheus.Counter
 }
 
 // NewJournal registers the journal metrics with reg.
@@ -71,13 +72,15 @@ func NewJournal(reg prometheus.Registerer) *Journal {
 			Help: "Time to write and commit one journal batch.", Buckets: fastBuckets}),
 		failures: prometheus.NewCounter(prometheus.CounterOpts{Name: "merch_journal_failures_total",
 			Help: "Failed journal batch attempts (each is retried)."}),
+		fenced: prometheus.NewCounter(prometheus.CounterOpts{Name: "merch_journal_fenced_total",
+			Help: "Journal batches refused by the fence: this node no longer owned a shard it wrote."}),
 	}
 	recs := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "merch_journal_records_total",
 		Help: "Records committed by the journal, by kind."}, []string{"kind"})
 	for _, k := range actors.RecordKinds {
 		m.records[k] = recs.WithLabelValues(k.String())
 	}
-	reg.MustRegister(m.batch, m.flush, m.failures, recs)
+	reg.MustRegister(m.batch, m.flush, m.failures, m.fenced, recs)
 	return m
 }
 
@@ -91,6 +94,7 @@ func (m *Journal) Committed(n int, byKind *actors.RecordCounts, d time.Duration)
 	}
 }
 func (m *Journal) Failed() { m.failures.Inc() }
+func (m *Journal) Fenced() { m.fenced.Inc() }
 
 // GaugeSources are read at scrape time. Each func must be safe for
 // concurrent use.

@@ -16,6 +16,7 @@ type AuditReport struct {
 	Users      int64
 	Balances   int64 // Σ balances
 	Spent      int64 // Σ price × quantity over all inventory
+	Pending    int64 // Σ pending credits (sent, not yet folded into the receiver)
 	Negative   int64 // users with a negative balance (the CHECK forbids it)
 	Violations []string
 }
@@ -23,12 +24,12 @@ type AuditReport struct {
 // OK reports whether money is conserved and every cross-check agrees.
 func (r AuditReport) OK() bool {
 	return len(r.Violations) == 0 && r.Negative == 0 &&
-		r.Balances+r.Spent == int64(actors.StartingCoins)*r.Users
+		r.Balances+r.Pending+r.Spent == int64(actors.StartingCoins)*r.Users
 }
 
 func (r AuditReport) String() string {
-	return fmt.Sprintf("users=%d balances=%d spent=%d (want total %d) negative=%d violations=%v",
-		r.Users, r.Balances, r.Spent, int64(actors.StartingCoins)*r.Users, r.Negative, r.Violations)
+	return fmt.Sprintf("users=%d balances=%d pending=%d spent=%d (want total %d) negative=%d violations=%v",
+		r.Users, r.Balances, r.Pending, r.Spent, int64(actors.StartingCoins)*r.Users, r.Negative, r.Violations)
 }
 
 // priceValues renders the catalogue as a SQL VALUES list (constants only).
@@ -43,8 +44,9 @@ func priceValues() string {
 	return b.String()
 }
 
-// Audit checks, in one snapshot: Σ balances + Σ inventory value = 1000 ×
-// users; every user's balance = 1000 + received − sent − spent; the
+// Audit checks, in one snapshot: Σ balances + Σ pending credits + Σ
+// inventory value = 1000 × users; every user's balance = 1000 + received −
+// pending (sent to them, not yet folded) − sent − spent; the
 // transfer ledger sums to the pair totals; the purchase ledger matches the
 // inventory. Used by tests and the fault harness.
 func Audit(ctx context.Context, pool *pgxpool.Pool) (AuditReport, error) {
@@ -68,13 +70,18 @@ func Audit(ctx context.Context, pool *pgxpool.Pool) (AuditReport, error) {
 	if err != nil {
 		return r, err
 	}
+	err = tx.QueryRow(ctx, `SELECT coalesce(sum(amount), 0) FROM pending_credits`).Scan(&r.Pending)
+	if err != nil {
+		return r, err
+	}
 	checks := []struct{ what, sql string }{
-		{"balance != starting coins + received - sent - spent", `
+		{"balance != starting coins + received - pending - sent - spent", `
 SELECT u.name FROM users u
 LEFT JOIN (SELECT to_user n, sum(amount) a FROM transfer_totals GROUP BY 1) r ON r.n = u.name
+LEFT JOIN (SELECT to_user n, sum(amount) a FROM pending_credits GROUP BY 1) p ON p.n = u.name
 LEFT JOIN (SELECT from_user n, sum(amount) a FROM transfer_totals GROUP BY 1) s ON s.n = u.name
 LEFT JOIN (SELECT user_name n, sum(quantity * price) a FROM inventory JOIN ` + prices + ` USING (item) GROUP BY 1) b ON b.n = u.name
-WHERE u.balance <> ` + strconv.FormatInt(int64(actors.StartingCoins), 10) + ` + coalesce(r.a, 0) - coalesce(s.a, 0) - coalesce(b.a, 0)`},
+WHERE u.balance <> ` + strconv.FormatInt(int64(actors.StartingCoins), 10) + ` + coalesce(r.a, 0) - coalesce(p.a, 0) - coalesce(s.a, 0) - coalesce(b.a, 0)`},
 		{"transfer ledger != pair totals", `
 SELECT coalesce(t.from_user, l.from_user) || '->' || coalesce(t.to_user, l.to_user)
 FROM transfer_totals t FULL JOIN (SELECT from_user, to_user, sum(amount) amount FROM transfers GROUP BY 1, 2) l

@@ -15,9 +15,9 @@ func TestAuditDetectsViolations(t *testing.T) {
 		want   string // substring of a violation, or "" for the totals check only
 	}{
 		{"balance drift", `UPDATE users SET balance = balance + 1 WHERE name = 'ann'`, "balance != starting coins"},
-		{"ledger without totals", `INSERT INTO transfers (batch, from_user, to_user, amount) VALUES (0, 'ann', 'ben', 5)`, "transfer ledger"},
-		{"inventory without purchase", `INSERT INTO inventory VALUES ('ben', 'cup', 1)`, "purchase ledger"},
-		{"unknown item", `INSERT INTO inventory VALUES ('ben', 'yacht', 1)`, "not in catalogue"},
+		{"ledger without totals", `INSERT INTO transfers (batch, from_user, to_user, amount, shard) VALUES (0, 'ann', 'ben', 5, merch_shard('ann'))`, "transfer ledger"},
+		{"inventory without purchase", `INSERT INTO inventory VALUES ('ben', 'cup', 1, merch_shard('ben'))`, "purchase ledger"},
+		{"unknown item", `INSERT INTO inventory VALUES ('ben', 'yacht', 1, merch_shard('ben'))`, "not in catalogue"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -23,12 +23,17 @@ type batch struct {
 
 	regNames  []string
 	regHashes [][]byte
+	regShards []int16
 
 	purUsers, purItems []string
 	purPrices          []int64
+	purShards          []int16
+	purEpochs          []int64
 
 	trFrom, trTo []string
 	trAmounts    []int64
+	trShards     []int16
+	trEpochs     []int64
 
 	balance map[string]int64
 	inv     map[pairKey]int64
@@ -36,6 +41,7 @@ type batch struct {
 
 	keyUsers, keyKeys, keyKinds, keyItems, keyPeers []string
 	keyAmounts                                      []int64
+	keyShards                                       []int16
 
 	// balance deltas as sorted arrays (reused)
 	names []string
@@ -52,15 +58,18 @@ func newBatch() *batch {
 func (b *batch) reset() {
 	clear(b.entries)
 	b.entries = b.entries[:0]
-	b.regNames, b.regHashes = b.regNames[:0], b.regHashes[:0]
+	b.regNames, b.regHashes, b.regShards = b.regNames[:0], b.regHashes[:0], b.regShards[:0]
 	b.purUsers, b.purItems, b.purPrices = b.purUsers[:0], b.purItems[:0], b.purPrices[:0]
+	b.purShards, b.purEpochs = b.purShards[:0], b.purEpochs[:0]
 	b.trFrom, b.trTo, b.trAmounts = b.trFrom[:0], b.trTo[:0], b.trAmounts[:0]
+	b.trShards, b.trEpochs = b.trShards[:0], b.trEpochs[:0]
 	clear(b.balance)
 	clear(b.inv)
 	clear(b.totals)
 	clear(b.regConflicts)
 	b.keyUsers, b.keyKeys, b.keyKinds = b.keyUsers[:0], b.keyKeys[:0], b.keyKinds[:0]
 	b.keyItems, b.keyPeers, b.keyAmounts = b.keyItems[:0], b.keyPeers[:0], b.keyAmounts[:0]
+	b.keyShards = b.keyShards[:0]
 }
 
 // aggregate folds the entries into per-statement arrays: ledgers row by
@@ -73,17 +82,22 @@ func (b *batch) aggregate() {
 		case actors.Registered:
 			b.regNames = append(b.regNames, r.User)
 			b.regHashes = append(b.regHashes, r.PasswordHash)
+			b.regShards = append(b.regShards, shardOf(r.User))
 		case actors.Purchased:
 			item := r.Item.Name()
 			b.purUsers = append(b.purUsers, r.User)
 			b.purItems = append(b.purItems, item)
 			b.purPrices = append(b.purPrices, int64(r.Amount))
+			b.purShards = append(b.purShards, shardOf(r.User))
+			b.purEpochs = append(b.purEpochs, int64(r.Epoch))
 			b.balance[r.User] -= int64(r.Amount)
 			b.inv[pairKey{r.User, item}]++
 		case actors.Transferred:
 			b.trFrom = append(b.trFrom, r.User)
 			b.trTo = append(b.trTo, r.Peer)
 			b.trAmounts = append(b.trAmounts, int64(r.Amount))
+			b.trShards = append(b.trShards, shardOf(r.User))
+			b.trEpochs = append(b.trEpochs, int64(r.Epoch))
 			b.balance[r.User] -= int64(r.Amount)
 			b.balance[r.Peer] += int64(r.Amount)
 			b.totals[pairKey{r.User, r.Peer}] += int64(r.Amount)
@@ -95,19 +109,20 @@ func (b *batch) aggregate() {
 			b.keyItems = append(b.keyItems, r.Item.Name())
 			b.keyPeers = append(b.keyPeers, r.Peer)
 			b.keyAmounts = append(b.keyAmounts, int64(r.Amount))
+			b.keyShards = append(b.keyShards, shardOf(r.User))
 		}
 	}
 }
 
 const (
-	beginSQL    = `SELECT journal_begin($1, $2, $3)`
-	registerSQL = `INSERT INTO users (name, password_hash, balance)
-SELECT n, h, $3 FROM unnest($1::text[], $2::bytea[]) AS t(n, h)
+	beginSQL    = `SELECT journal_begin($1, $2, $3, $4)`
+	registerSQL = `INSERT INTO users (name, password_hash, balance, shard)
+SELECT n, h, $3, s FROM unnest($1::text[], $2::bytea[], $4::smallint[]) AS t(n, h, s)
 ON CONFLICT (name) DO NOTHING RETURNING name`
-	purchasesSQL = `INSERT INTO purchases (batch, user_name, item, price)
-SELECT $1, u, i, p FROM unnest($2::text[], $3::text[], $4::bigint[]) AS t(u, i, p)`
-	transfersSQL = `INSERT INTO transfers (batch, from_user, to_user, amount)
-SELECT $1, f, t, a FROM unnest($2::text[], $3::text[], $4::bigint[]) AS x(f, t, a)`
+	purchasesSQL = `INSERT INTO purchases (batch, user_name, item, price, shard, epoch)
+SELECT $1, u, i, p, s, e FROM unnest($2::text[], $3::text[], $4::bigint[], $5::smallint[], $6::bigint[]) AS t(u, i, p, s, e)`
+	transfersSQL = `INSERT INTO transfers (batch, from_user, to_user, amount, shard, epoch)
+SELECT $1, f, t, a, s, e FROM unnest($2::text[], $3::text[], $4::bigint[], $5::smallint[], $6::bigint[]) AS x(f, t, a, s, e)`
 	// balanceSQL aborts the batch on the server (MS003) unless it updated
 	// exactly one row per name: a missing user is a broken invariant, and
 	// nothing of the batch may commit then.
@@ -116,19 +131,19 @@ SELECT $1, f, t, a FROM unnest($2::text[], $3::text[], $4::bigint[]) AS x(f, t, 
   FROM unnest($1::text[], $2::bigint[]) AS d(name, delta) WHERE users.name = d.name RETURNING 1)
 SELECT journal_assert(count(*) = cardinality($1::text[]),
   'balance update touched ' || count(*) || ' of ' || cardinality($1::text[]) || ' users') FROM u`
-	inventorySQL = `INSERT INTO inventory (user_name, item, quantity)
-SELECT u, i, q FROM unnest($1::text[], $2::text[], $3::bigint[]) AS t(u, i, q)
+	inventorySQL = `INSERT INTO inventory (user_name, item, quantity, shard)
+SELECT u, i, q, s FROM unnest($1::text[], $2::text[], $3::bigint[], $4::smallint[]) AS t(u, i, q, s)
 ON CONFLICT (user_name, item) DO UPDATE SET quantity = inventory.quantity + EXCLUDED.quantity`
-	totalsSQL = `INSERT INTO transfer_totals (from_user, to_user, amount)
-SELECT f, t, a FROM unnest($1::text[], $2::text[], $3::bigint[]) AS x(f, t, a)
+	totalsSQL = `INSERT INTO transfer_totals (from_user, to_user, amount, shard)
+SELECT f, t, a, s FROM unnest($1::text[], $2::text[], $3::bigint[], $4::smallint[]) AS x(f, t, a, s)
 ON CONFLICT (from_user, to_user) DO UPDATE SET amount = transfer_totals.amount + EXCLUDED.amount`
 	// expireKeysSQL deletes expired rows of the batch's keys, so a key
 	// reused after KeyRetention is stored afresh. A live key's row stays,
 	// and its primary key refuses a second change under it.
 	expireKeysSQL = `DELETE FROM idempotency_keys k USING unnest($1::text[], $2::text[]) AS t(u, key)
 WHERE k.user_name = t.u AND k.key = t.key AND k.created_at <= now() - $3::interval`
-	keysSQL = `INSERT INTO idempotency_keys (user_name, key, kind, item, peer, amount)
-SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[])`
+	keysSQL = `INSERT INTO idempotency_keys (user_name, key, kind, item, peer, amount, shard)
+SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[], $7::smallint[])`
 )
 
 // statement kinds, in the order they are queued, so results can be checked.
@@ -149,19 +164,19 @@ const (
 // queue fills pb with the batch's statements and returns their kinds.
 // Registrations go first: a user's other records are never in the batch
 // that creates it (registration completes before the user gets a token).
-func (b *batch) queue(pb *pgx.Batch, writer string, incarnation int64, kinds []stmt) []stmt {
-	pb.Queue(beginSQL, writer, incarnation, b.id)
+func (b *batch) queue(pb *pgx.Batch, writer string, incarnation, version int64, kinds []stmt) []stmt {
+	pb.Queue(beginSQL, writer, incarnation, b.id, version)
 	kinds = append(kinds, stmtBegin)
 	if len(b.regNames) > 0 {
-		pb.Queue(registerSQL, b.regNames, b.regHashes, int64(actors.StartingCoins))
+		pb.Queue(registerSQL, b.regNames, b.regHashes, int64(actors.StartingCoins), b.regShards)
 		kinds = append(kinds, stmtRegister)
 	}
 	if len(b.purUsers) > 0 {
-		pb.Queue(purchasesSQL, b.id, b.purUsers, b.purItems, b.purPrices)
+		pb.Queue(purchasesSQL, b.id, b.purUsers, b.purItems, b.purPrices, b.purShards, b.purEpochs)
 		kinds = append(kinds, stmtPurchases)
 	}
 	if len(b.trFrom) > 0 {
-		pb.Queue(transfersSQL, b.id, b.trFrom, b.trTo, b.trAmounts)
+		pb.Queue(transfersSQL, b.id, b.trFrom, b.trTo, b.trAmounts, b.trShards, b.trEpochs)
 		kinds = append(kinds, stmtTransfers)
 	}
 	if len(b.balance) > 0 {
@@ -171,21 +186,32 @@ func (b *batch) queue(pb *pgx.Batch, writer string, incarnation int64, kinds []s
 	}
 	if len(b.inv) > 0 {
 		us, items, q := sortedPairs(b.inv)
-		pb.Queue(inventorySQL, us, items, q)
+		pb.Queue(inventorySQL, us, items, q, shardsOf(us))
 		kinds = append(kinds, stmtInventory)
 	}
 	if len(b.totals) > 0 {
 		f, t, a := sortedPairs(b.totals)
-		pb.Queue(totalsSQL, f, t, a)
+		pb.Queue(totalsSQL, f, t, a, shardsOf(f))
 		kinds = append(kinds, stmtTotals)
 	}
 	if len(b.keyKeys) > 0 {
 		pb.Queue(expireKeysSQL, b.keyUsers, b.keyKeys, KeyRetention.String())
 		kinds = append(kinds, stmtExpireKeys)
-		pb.Queue(keysSQL, b.keyUsers, b.keyKeys, b.keyKinds, b.keyItems, b.keyPeers, b.keyAmounts)
+		pb.Queue(keysSQL, b.keyUsers, b.keyKeys, b.keyKinds, b.keyItems, b.keyPeers, b.keyAmounts, b.keyShards)
 		kinds = append(kinds, stmtKeys)
 	}
 	return kinds
+}
+
+// shardOf is actors.ShardOf as the database's smallint.
+func shardOf(name string) int16 { return int16(actors.ShardOf(name)) }
+
+func shardsOf(names []string) []int16 {
+	out := make([]int16, len(names))
+	for i, n := range names {
+		out[i] = shardOf(n)
+	}
+	return out
 }
 
 // assumeRegistered marks every registration of the batch as a conflict:

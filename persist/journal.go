@@ -21,13 +21,17 @@ type JournalMetrics interface {
 	Committed(records int, byKind *actors.RecordCounts, flush time.Duration)
 	// Failed is called once per failed batch attempt.
 	Failed()
+	// Fenced is called once per batch the database refused because this
+	// node no longer owned what it thought (the fence).
+	Fenced()
 }
 
 // NopJournalMetrics discards observations.
 type NopJournalMetrics struct{}
 
 func (NopJournalMetrics) Committed(int, *actors.RecordCounts, time.Duration) {}
-func (NopJournalMetrics) Failed()                               {}
+func (NopJournalMetrics) Failed()                                            {}
+func (NopJournalMetrics) Fenced()                                            {}
 
 // JournalConfig builds a Journal. Every field is required.
 type JournalConfig struct {
@@ -49,6 +53,10 @@ type JournalConfig struct {
 	// AttemptTimeout bounds one attempt to write a batch.
 	AttemptTimeout time.Duration
 	Metrics        JournalMetrics
+	// Ownership says which shard leases the node holds. nil: a single node
+	// that holds every shard for as long as it runs (its ownership version
+	// never changes; a refusal as not owner is then fatal).
+	Ownership Ownership
 	// Fatal is called once when an invariant of our own is broken (this
 	// writer was superseded, a balance update touched the wrong rows). The
 	// journal has stopped writing for good; the process must exit non-zero
@@ -65,6 +73,7 @@ type JournalConfig struct {
 type Journal struct {
 	cfg         JournalConfig
 	incarnation int64
+	version     int64 // ownership version batches are checked against; writer goroutine
 	queue       chan entry
 	closing     atomic.Bool
 	// appending counts Append calls past the closing check, so Close can
@@ -83,13 +92,25 @@ type Journal struct {
 
 var _ actors.Journal = (*Journal)(nil)
 
+// Ownership is what the journal needs of the lease manager (package
+// cluster declares the rest). Safe for concurrent use.
+type Ownership interface {
+	// Refresh re-reads, from the database, the shards this node holds and
+	// the ownership version of its writer row, read together; the journal
+	// calls it after a batch was refused as not owner.
+	Refresh(ctx context.Context) (version int64, err error)
+	// Holds reports whether the node holds shard s under epoch now, as of
+	// the latest Refresh (or renewal).
+	Holds(s actors.Shard, epoch uint64) bool
+}
+
 // claimSQL takes the writer's row for a new incarnation. Its row lock waits
 // for a batch of a previous incarnation that is still committing, so once
 // it returns every earlier batch has committed or aborted, and later ones
 // of the old incarnation are refused by journal_begin.
 const claimSQL = `INSERT INTO journal_writers (writer, incarnation, last_batch) VALUES ($1, 1, 0)
 ON CONFLICT (writer) DO UPDATE SET incarnation = journal_writers.incarnation + 1, claimed_at = now()
-RETURNING incarnation, last_batch`
+RETURNING incarnation, last_batch, owner_version`
 
 // OpenJournal claims the writer's row and starts the writer. Call it before
 // any user state is loaded.
@@ -98,11 +119,11 @@ func OpenJournal(ctx context.Context, cfg JournalConfig) (*Journal, error) {
 		cfg.BatchMax < 1 || cfg.RetryMin <= 0 || cfg.RetryMax < cfg.RetryMin || cfg.AttemptTimeout <= 0 {
 		return nil, errors.New("persist: incomplete JournalConfig")
 	}
-	var inc, last int64
-	if err := cfg.Pool.QueryRow(ctx, claimSQL, cfg.Writer).Scan(&inc, &last); err != nil {
+	var inc, last, version int64
+	if err := cfg.Pool.QueryRow(ctx, claimSQL, cfg.Writer).Scan(&inc, &last, &version); err != nil {
 		return nil, fmt.Errorf("persist: claim journal writer %q: %w", cfg.Writer, err)
 	}
-	j := &Journal{cfg: cfg, incarnation: inc, queue: make(chan entry, cfg.QueueMax),
+	j := &Journal{cfg: cfg, incarnation: inc, version: version, queue: make(chan entry, cfg.QueueMax),
 		nextBatch: last + 1, stop: make(chan struct{}), done: make(chan struct{})}
 	j.healthy.Store(true)
 	go j.run()

@@ -3,6 +3,7 @@ package persist
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -196,8 +197,8 @@ func TestJournalLiveKeyConflictFailsOnlyItsRecord(t *testing.T) {
 	}
 	// A live key row the actors did not know about (they normally refuse
 	// the reuse first): its primary key refuses that record only.
-	if _, err := pool.Exec(context.Background(), `INSERT INTO idempotency_keys (user_name, key, kind, amount)
-VALUES ('kim', 'dup', 'transferred', 1)`); err != nil {
+	if _, err := pool.Exec(context.Background(), `INSERT INTO idempotency_keys (user_name, key, kind, amount, shard)
+VALUES ('kim', 'dup', 'transferred', 1, merch_shard('kim'))`); err != nil {
 		t.Fatal(err)
 	}
 	pen := item(t, "pen")
@@ -417,10 +418,10 @@ func TestMigrationsDownAndUp(t *testing.T) {
 		t.Fatalf("users table after down: %v, %v", exists, err)
 	}
 	v, err := Migrate(context.Background(), url)
-	if err != nil || v != 2 {
+	if err != nil || v != 3 {
 		t.Fatalf("migrate up again: v=%d err=%v", v, err)
 	}
-	if v, err = Migrate(context.Background(), url); err != nil || v != 2 {
+	if v, err = Migrate(context.Background(), url); err != nil || v != 3 {
 		t.Fatalf("migrate up twice: v=%d err=%v", v, err)
 	}
 }
@@ -451,5 +452,35 @@ func TestRedact(t *testing.T) {
 		if _, err := Open(context.Background(), dsn, 1); err == nil || strings.Contains(err.Error(), "s3cret") {
 			t.Errorf("Open(%s): %v", dsn, err)
 		}
+	}
+}
+
+// TestShardSQLMatchesGo: merch_shard (the migration's backfill) computes
+// actors.ShardOf for every kind of name, byte for byte.
+func TestShardSQLMatchesGo(t *testing.T) {
+	_, pool := mustDB(t)
+	names := []string{"", "a", "alice", "123456789", "user.name_with-dots", "Ünïcode-ß", "lg999"}
+	for i := range 300 {
+		names = append(names, fmt.Sprintf("u%d-%x", i, i*7919))
+	}
+	rows, err := pool.Query(context.Background(), `SELECT n, merch_shard(n) FROM unnest($1::text[]) n`, names)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	seen := 0
+	for rows.Next() {
+		var n string
+		var s int16
+		if err := rows.Scan(&n, &s); err != nil {
+			t.Fatal(err)
+		}
+		if want := actors.ShardOf(n); s != int16(want) {
+			t.Errorf("merch_shard(%q) = %d, ShardOf = %d", n, s, want)
+		}
+		seen++
+	}
+	if seen != len(names) {
+		t.Fatalf("%d of %d names checked", seen, len(names))
 	}
 }

@@ -45,6 +45,7 @@ const (
 	codeCommitted   = "MS002"
 	codeInvariant   = "MS003"
 	codeMarkerAhead = "MS004"
+	codeNotOwner    = "MS005"
 )
 
 var (
@@ -61,6 +62,7 @@ const (
 	refused           // definitely not written, id retired: split or fail
 	abandoned         // shutdown deadline passed while retrying: unknown
 	halted            // a broken invariant: the journal stopped
+	fenced            // ownership changed: nothing written; see notOwner
 )
 
 // commit writes b and completes every record in it.
@@ -84,6 +86,8 @@ func (j *Journal) commitOrSplit(b *batch) {
 		j.complete(b, actors.ErrNotDurable)
 	case halted:
 		j.complete(b, actors.ErrUnavailable)
+	case fenced:
+		j.notOwner(b)
 	case refused:
 		if len(b.entries) == 1 {
 			logRefused(&b.entries[0].rec, err)
@@ -132,6 +136,9 @@ func (j *Journal) write(b *batch) (outcome, error) {
 			j.cfg.Metrics.Failed()
 			j.halt(fmt.Errorf("persist: batch %d: %w", b.id, err))
 			return halted, err
+		case classNotOwner:
+			j.cfg.Metrics.Fenced()
+			return j.refreshOwnership(b, err)
 		}
 		j.cfg.Metrics.Failed()
 		if !failing {
@@ -184,6 +191,63 @@ func (j *Journal) retire(b *batch, cause error) (outcome, error) {
 	}
 }
 
+// refreshOwnership handles a batch the fence refused (cause): no attempt of
+// it committed (journal_begin reports "already committed" before "not
+// owner") and none can (the version only grows), so its id is reused. The
+// node re-reads what it holds; records of leases it lost fail with
+// actors.ErrNotOwner, the rest are written again.
+func (j *Journal) refreshOwnership(b *batch, cause error) (outcome, error) {
+	if j.cfg.Ownership == nil {
+		j.halt(fmt.Errorf("persist: batch %d: another node took this single node's shards: %w", b.id, cause))
+		return halted, cause
+	}
+	backoff := j.cfg.RetryMin
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), j.cfg.AttemptTimeout)
+		v, err := j.cfg.Ownership.Refresh(ctx)
+		cancel()
+		if err == nil {
+			slog.Warn("journal batch fenced: this node lost shards; their records fail", "batch", b.id,
+				"version", j.version, "now", v)
+			j.version = v
+			return fenced, cause
+		}
+		j.healthy.Store(false)
+		if !j.wait(backoff) {
+			return abandoned, err
+		}
+		backoff = min(backoff*2, j.cfg.RetryMax)
+	}
+}
+
+// notOwner completes the records of b whose leases were lost with
+// actors.ErrNotOwner (definite: nothing was written) and writes the rest
+// again, in order.
+func (j *Journal) notOwner(b *batch) {
+	held := newBatch()
+	for i := range b.entries {
+		r := &b.entries[i].rec
+		if j.holds(r) {
+			held.entries = append(held.entries, b.entries[i])
+			continue
+		}
+		r.Done.JournalDone(actors.ErrNotOwner)
+	}
+	if len(held.entries) > 0 {
+		held.aggregate()
+		j.commitOrSplit(held)
+	}
+}
+
+// holds reports whether the node still holds every lease r was made under.
+func (j *Journal) holds(r *actors.Record) bool {
+	own := j.cfg.Ownership
+	if !own.Holds(actors.ShardOf(r.User), r.Epoch) {
+		return false
+	}
+	return r.Kind != actors.Transferred || own.Holds(actors.ShardOf(r.Peer), r.PeerEpoch)
+}
+
 const markerSQL = `SELECT incarnation, last_batch FROM journal_writers WHERE writer = $1`
 
 // attempt sends the batch as one implicit transaction: all statements are
@@ -213,7 +277,7 @@ func (j *Journal) attempt(b *batch, retry bool) error {
 	}
 	clear(b.regConflicts)
 	var pb pgx.Batch
-	kinds := b.queue(&pb, j.cfg.Writer, j.incarnation, make([]stmt, 0, 10))
+	kinds := b.queue(&pb, j.cfg.Writer, j.incarnation, j.version, make([]stmt, 0, 10))
 	br := j.cfg.Pool.SendBatch(ctx, &pb)
 	err := j.readResults(br, b, kinds)
 	if cerr := br.Close(); err == nil {
@@ -260,6 +324,7 @@ const (
 	classCommitted            // an earlier attempt committed it
 	classRefused              // the database refused this content
 	classFatal                // a broken invariant of our own
+	classNotOwner             // the fence: this node's ownership changed
 )
 
 // classify sorts an attempt's error. Server errors other than the known
@@ -285,6 +350,8 @@ func classify(err error) errorClass {
 		return classCommitted
 	case c == codeSuperseded || c == codeMarkerAhead || c == codeInvariant:
 		return classFatal
+	case c == codeNotOwner:
+		return classNotOwner
 	case pgerrcode.IsConnectionException(c), pgerrcode.IsTransactionRollback(c),
 		pgerrcode.IsInsufficientResources(c), pgerrcode.IsOperatorIntervention(c),
 		pgerrcode.IsSystemError(c), pgerrcode.IsInvalidTransactionState(c),

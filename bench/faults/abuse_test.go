@@ -29,7 +29,7 @@ func TestFaultHostileLogs(t *testing.T) {
 	hash := storedHash(t, dbURL, "victim")
 	// A user whose stored state breaks the money invariant: every load is
 	// refused (503) and logged.
-	execSQL(t, dbURL, `INSERT INTO users (name, password_hash, balance) VALUES ('broken', 'x', 1001)`)
+	execSQL(t, dbURL, `INSERT INTO users (name, password_hash, balance, shard) VALUES ('broken', 'x', 1001, merch_shard('broken'))`)
 
 	body := fmt.Sprintf(`{"username":"victim","password":%q}`, password)
 	hostile := []string{

@@ -40,8 +40,8 @@ func mustPopulated(tb testing.TB, n int) string {
 		tb.Fatal(err)
 	}
 	defer pool.Close()
-	if _, err := pool.Exec(ctx, `INSERT INTO users (name, password_hash, balance)
-SELECT 'u' || g, '\x00', 1000 FROM generate_series(0, $1::int - 1) g`, n); err != nil {
+	if _, err := pool.Exec(ctx, `INSERT INTO users (name, password_hash, balance, shard)
+SELECT 'u' || g, '\x00', 1000, merch_shard('u' || g) FROM generate_series(0, $1::int - 1) g`, n); err != nil {
 		tb.Fatal(err)
 	}
 	return url

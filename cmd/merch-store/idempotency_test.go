@@ -159,8 +159,8 @@ func TestIdempotencyKeyReusedAfterRetention(t *testing.T) {
 	if _, err := pool.Exec(ctx, `UPDATE idempotency_keys SET created_at = now() - interval '25 hours'`); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := pool.Exec(ctx, `INSERT INTO idempotency_keys (user_name, key, kind, amount, created_at)
-VALUES ('xb', 'stale', 'transferred', 1, now() - interval '30 hours')`); err != nil {
+	if _, err := pool.Exec(ctx, `INSERT INTO idempotency_keys (user_name, key, kind, amount, created_at, shard)
+VALUES ('xb', 'stale', 'transferred', 1, now() - interval '30 hours', merch_shard('xb'))`); err != nil {
 		t.Fatal(err)
 	}
 	s2 := mustStart(t, testConfig(url))
