@@ -294,13 +294,13 @@ func TestJournalQueueFullAndOutageRecovery(t *testing.T) {
 	if err := mustAppend(t, j, register("hal")); err != nil {
 		t.Fatal(err)
 	}
-	if err := cluster.Stop("immediate"); err != nil {
+	if err := pgc.Stop("immediate"); err != nil {
 		t.Fatal(err)
 	}
 	restarted := false
 	defer func() {
 		if !restarted {
-			_ = cluster.Start()
+			_ = pgc.Start()
 		}
 	}()
 	pen := item(t, "pen")
@@ -334,7 +334,7 @@ func TestJournalQueueFullAndOutageRecovery(t *testing.T) {
 	if err := appendPen(); !errors.Is(err, actors.ErrUnavailable) {
 		t.Fatalf("append during outage: %v, want ErrUnavailable at once", err)
 	}
-	if err := cluster.Start(); err != nil {
+	if err := pgc.Start(); err != nil {
 		t.Fatal(err)
 	}
 	restarted = true

@@ -30,36 +30,17 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"merch/actors"
+	"merch/cluster"
 )
 
-// Lease is a held shard lease.
-type Lease struct {
-	Shard actors.Shard
-	Epoch uint64
-}
-
-// Owner is one shard_owner row as the database sees it now.
-type Owner struct {
-	Shard       actors.Shard
-	Node        string
-	Incarnation int64
-	Epoch       uint64
-	Live        bool // expires_at > now()
-}
-
-// Node is one nodes row.
-type Node struct {
-	ID           string
-	Incarnation  int64
-	InternalAddr string
-	Live         bool // heartbeat within the liveness window
-}
-
-// Leases reads and writes shard leases. Safe for concurrent use.
+// Leases reads and writes shard leases: cluster.Store. Safe for concurrent
+// use.
 type Leases struct{ pool *pgxpool.Pool }
 
 // NewLeases returns Leases over pool.
 func NewLeases(pool *pgxpool.Pool) *Leases { return &Leases{pool: pool} }
+
+var _ cluster.Store = (*Leases)(nil)
 
 // Register records the node (a new incarnation) and its internal address,
 // heartbeat now.
@@ -101,7 +82,7 @@ RETURNING o.shard, o.epoch`
 
 // Acquire takes those of shards whose lease expired or is the node's own,
 // for ttl, and returns them with their new epochs.
-func (l *Leases) Acquire(ctx context.Context, node string, incarnation int64, shards []actors.Shard, ttl time.Duration) ([]Lease, error) {
+func (l *Leases) Acquire(ctx context.Context, node string, incarnation int64, shards []actors.Shard, ttl time.Duration) ([]cluster.Lease, error) {
 	if len(shards) == 0 {
 		return nil, nil
 	}
@@ -115,7 +96,7 @@ func (l *Leases) Acquire(ctx context.Context, node string, incarnation int64, sh
 // AcquireAll takes every shard for a node that runs alone, with no expiry:
 // nothing renews it and nobody else may take it. It refuses (and takes
 // nothing) while another node holds a live lease.
-func (l *Leases) AcquireAll(ctx context.Context, node string, incarnation int64) ([]Lease, error) {
+func (l *Leases) AcquireAll(ctx context.Context, node string, incarnation int64) ([]cluster.Lease, error) {
 	tx, err := l.pool.Begin(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("persist: acquire all shards: %w", err)
@@ -145,7 +126,7 @@ WHERE expires_at > now() AND node_id NOT IN ('', $1)`, node).Scan(&busy)
 // Renew extends leases for ttl (guarded by node, incarnation and epoch, so
 // an expired lease nobody took is renewed too), heartbeats the node, and
 // returns the leases still held.
-func (l *Leases) Renew(ctx context.Context, node string, incarnation int64, leases []Lease, ttl time.Duration) ([]Lease, error) {
+func (l *Leases) Renew(ctx context.Context, node string, incarnation int64, leases []cluster.Lease, ttl time.Duration) ([]cluster.Lease, error) {
 	shards, epochs := leaseArrays(leases)
 	rows, err := l.pool.Query(ctx, `WITH hb AS (
   UPDATE nodes SET heartbeat_at = now() WHERE node_id = $1 AND incarnation = $2 RETURNING 1)
@@ -161,7 +142,7 @@ RETURNING o.shard, o.epoch`, node, incarnation, shards, epochs, ttl.String())
 
 // Release ends leases now (planned handoff): a target may acquire them at
 // once.
-func (l *Leases) Release(ctx context.Context, node string, incarnation int64, leases []Lease) error {
+func (l *Leases) Release(ctx context.Context, node string, incarnation int64, leases []cluster.Lease) error {
 	shards, epochs := leaseArrays(leases)
 	_, err := l.pool.Exec(ctx, `UPDATE shard_owner o SET expires_at = '-infinity'
 FROM unnest($3::smallint[], $4::bigint[]) AS m(s, e)
@@ -175,7 +156,7 @@ WHERE o.shard = m.s AND o.epoch = m.e AND o.node_id = $1 AND o.incarnation = $2`
 
 // Held returns the leases the node's incarnation holds and its writer's
 // ownership version, in one snapshot (the journal's refresh after a fence).
-func (l *Leases) Held(ctx context.Context, node string, incarnation int64) (int64, []Lease, error) {
+func (l *Leases) Held(ctx context.Context, node string, incarnation int64) (int64, []cluster.Lease, error) {
 	var version int64
 	var shards []int16
 	var epochs []int64
@@ -187,16 +168,16 @@ func (l *Leases) Held(ctx context.Context, node string, incarnation int64) (int6
 	if err != nil {
 		return 0, nil, fmt.Errorf("persist: held leases: %w", err)
 	}
-	leases := make([]Lease, len(shards))
+	leases := make([]cluster.Lease, len(shards))
 	for i := range shards {
-		leases[i] = Lease{Shard: actors.Shard(shards[i]), Epoch: uint64(epochs[i])}
+		leases[i] = cluster.Lease{Shard: actors.Shard(shards[i]), Epoch: uint64(epochs[i])}
 	}
 	return version, leases, nil
 }
 
 // View returns every shard's owner and the nodes, in one snapshot; a node
 // is live when its heartbeat is younger than liveFor.
-func (l *Leases) View(ctx context.Context, liveFor time.Duration) ([]Owner, []Node, error) {
+func (l *Leases) View(ctx context.Context, liveFor time.Duration) ([]cluster.Owner, []cluster.Node, error) {
 	tx, err := l.pool.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
 	if err != nil {
 		return nil, nil, fmt.Errorf("persist: lease view: %w", err)
@@ -206,9 +187,9 @@ func (l *Leases) View(ctx context.Context, liveFor time.Duration) ([]Owner, []No
 	if err != nil {
 		return nil, nil, fmt.Errorf("persist: lease view: %w", err)
 	}
-	owners := make([]Owner, 0, actors.ShardCount)
+	owners := make([]cluster.Owner, 0, actors.ShardCount)
 	for rows.Next() {
-		var o Owner
+		var o cluster.Owner
 		var s int16
 		var e int64
 		if err := rows.Scan(&s, &o.Node, &o.Incarnation, &e, &o.Live); err != nil {
@@ -227,9 +208,9 @@ FROM nodes ORDER BY node_id`, liveFor.String())
 	if err != nil {
 		return nil, nil, fmt.Errorf("persist: lease view: %w", err)
 	}
-	var nodes []Node
+	var nodes []cluster.Node
 	for nrows.Next() {
-		var n Node
+		var n cluster.Node
 		if err := nrows.Scan(&n.ID, &n.Incarnation, &n.InternalAddr, &n.Live); err != nil {
 			nrows.Close()
 			return nil, nil, err
@@ -240,16 +221,16 @@ FROM nodes ORDER BY node_id`, liveFor.String())
 	return owners, nodes, nrows.Err()
 }
 
-func scanLeases(rows pgx.Rows) ([]Lease, error) {
+func scanLeases(rows pgx.Rows) ([]cluster.Lease, error) {
 	defer rows.Close()
-	var out []Lease
+	var out []cluster.Lease
 	for rows.Next() {
 		var s int16
 		var e int64
 		if err := rows.Scan(&s, &e); err != nil {
 			return nil, err
 		}
-		out = append(out, Lease{Shard: actors.Shard(s), Epoch: uint64(e)})
+		out = append(out, cluster.Lease{Shard: actors.Shard(s), Epoch: uint64(e)})
 	}
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("persist: leases: %w", err)
@@ -265,7 +246,7 @@ func shardArray(shards []actors.Shard) []int16 {
 	return out
 }
 
-func leaseArrays(leases []Lease) ([]int16, []int64) {
+func leaseArrays(leases []cluster.Lease) ([]int16, []int64) {
 	shards, epochs := make([]int16, len(leases)), make([]int64, len(leases))
 	for i, l := range leases {
 		shards[i], epochs[i] = int16(l.Shard), int64(l.Epoch)

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"merch/actors"
+	"merch/cluster"
 )
 
 // heldLeases is the journal's Ownership over Leases.Held, as the lease
@@ -30,7 +31,7 @@ func (h *heldLeases) Refresh(ctx context.Context) (int64, error) {
 	return v, nil
 }
 
-func (h *heldLeases) set(leases []Lease) {
+func (h *heldLeases) set(leases []cluster.Lease) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.held = map[actors.Shard]uint64{}

@@ -14,19 +14,19 @@ import (
 	"merch/internal/pgtest"
 )
 
-// cluster is one PostgreSQL server for the package; each test gets its own
+// pgc is one PostgreSQL server for the package; each test gets its own
 // database.
-var cluster *pgtest.Cluster
+var pgc *pgtest.Cluster
 
 func TestMain(m *testing.M) {
 	var err error
-	cluster, err = pgtest.Start(pgtest.Options{})
+	pgc, err = pgtest.Start(pgtest.Options{})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "persist tests need PostgreSQL:", err)
 		os.Exit(1)
 	}
 	code := m.Run()
-	cluster.Close()
+	pgc.Close()
 	os.Exit(code)
 }
 
@@ -35,7 +35,7 @@ var dbSeq atomic.Int64
 // mustDB creates a fresh, migrated database and returns its URL and pool.
 func mustDB(tb testing.TB) (string, *pgxpool.Pool) {
 	tb.Helper()
-	url, err := cluster.CreateDatabase(fmt.Sprintf("t%d_%d", os.Getpid(), dbSeq.Add(1)))
+	url, err := pgc.CreateDatabase(fmt.Sprintf("t%d_%d", os.Getpid(), dbSeq.Add(1)))
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -18,7 +18,7 @@ import (
 // the package's PostgreSQL.
 func viaRelay(tb testing.TB, url string) (*relay.Relay, string) {
 	tb.Helper()
-	target := "127.0.0.1:" + strconv.Itoa(cluster.Port())
+	target := "127.0.0.1:" + strconv.Itoa(pgc.Port())
 	r, err := relay.Start(target)
 	if err != nil {
 		tb.Fatal(err)
