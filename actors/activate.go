@@ -21,7 +21,7 @@ var activations atomic.Uint64
 func (s *System) resolve(name string, until int64) (*handle, error) {
 	sp := s.dir.stripe(name)
 	h := sp.get(name)
-	if h == nil || h.dead() {
+	if h == nil || h.dead() || !s.current(h) {
 		h = s.activate(sp, name)
 	}
 	return s.await(h, until)
@@ -32,7 +32,7 @@ func (s *System) resolve(name string, until int64) (*handle, error) {
 func (s *System) resolveBytes(name []byte, until int64) (*handle, error) {
 	sp := s.dir.stripeBytes(name)
 	h := sp.getBytes(name)
-	if h == nil || h.dead() {
+	if h == nil || h.dead() || !s.current(h) {
 		h = s.activate(sp, string(name))
 	}
 	return s.await(h, until)
@@ -92,16 +92,34 @@ func (s *System) resolvePinned(name string, nameBytes []byte, limit int32, until
 // (single flight: concurrent callers find the handle and wait on ready, each
 // with its own deadline; the load itself is bounded by LoadTimeout).
 func (s *System) activate(sp *stripe, name string) *handle {
+	shard := ShardOf(name)
+	epoch, ok := s.lease(shard)
+	if !ok {
+		return notOwnerHandle
+	}
 	sp.mu.Lock()
-	if h := sp.m[name]; h != nil && !h.dead() {
+	for {
+		h := sp.m[name]
+		if h == nil || h.dead() {
+			break
+		}
+		if h.epoch == epoch {
+			sp.mu.Unlock()
+			return h
+		}
+		// Loaded under an older lease: never served again; replaced once
+		// its requests are done.
 		sp.mu.Unlock()
-		return h
+		if !s.passivate(h) {
+			return busyHandle
+		}
+		sp.mu.Lock()
 	}
 	if sp.isAbsent(name, monotime()) {
 		sp.mu.Unlock()
 		return absentHandle
 	}
-	h := newHandle(s, name)
+	h := newHandle(s, name, shard, epoch)
 	sp.m[name] = h
 	sp.mu.Unlock()
 	s.wg.Add(1) // Close waits for loads in progress (each bounded by LoadTimeout)

@@ -40,6 +40,10 @@ type Config struct {
 	// would otherwise cost a query per request). Registering the name here
 	// ends it at once; a user created elsewhere is seen after it. 0: off.
 	AbsentTTL time.Duration
+	// Owner says which shards this node may answer for (the lease
+	// manager, or a StaticOwner for a node alone). nil: every shard,
+	// under epoch 0 (tests).
+	Owner Owner
 }
 
 func (c *Config) validate() error {

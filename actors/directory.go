@@ -21,6 +21,8 @@ const dirStripes = 64
 type handle struct {
 	name  string
 	sys   *System
+	shard Shard
+	epoch uint64 // of the node's lease on shard when the handle was made
 	ready chan struct{}
 	pid   *actor.PID
 	hash  []byte
@@ -41,8 +43,8 @@ type handle struct {
 	digest   atomic.Pointer[[32]byte]
 }
 
-func newHandle(s *System, name string) *handle {
-	return &handle{name: name, sys: s, ready: make(chan struct{})}
+func newHandle(s *System, name string, shard Shard, epoch uint64) *handle {
+	return &handle{name: name, sys: s, shard: shard, epoch: epoch, ready: make(chan struct{})}
 }
 
 func (h *handle) isReady() bool {

@@ -9,15 +9,23 @@ type RecordKind uint8
 const (
 	Registered  RecordKind = iota + 1 // User was created with StartingCoins and PasswordHash.
 	Purchased                         // User bought Item for Amount.
-	Transferred                       // User sent Amount to Peer.
+	Transferred                       // User sent Amount to Peer (both in shards of this node).
+	// TransferredOut: User sent Amount to Peer, whose shard another node
+	// owns: User is debited and a pending credit for Peer is written in the
+	// same transaction; Peer's owner folds it (Folded).
+	TransferredOut
+	// Folded: the pending credits of Shard were applied to their
+	// receivers (exactly once: deleted as they are applied); the journal
+	// reports what it applied through Credits.
+	Folded
 )
 
 // RecordKinds lists every kind.
-var RecordKinds = [...]RecordKind{Registered, Purchased, Transferred}
+var RecordKinds = [...]RecordKind{Registered, Purchased, Transferred, TransferredOut, Folded}
 
 // RecordCounts counts records by kind, indexed by RecordKind (index 0 is
 // unused).
-type RecordCounts [Transferred + 1]int
+type RecordCounts [Folded + 1]int
 
 // String returns the kind's name, for logs and metric labels.
 func (k RecordKind) String() string {
@@ -28,8 +36,20 @@ func (k RecordKind) String() string {
 		return "purchased"
 	case Transferred:
 		return "transferred"
+	case TransferredOut:
+		return "transferred_out"
+	case Folded:
+		return "folded"
 	}
 	return "unknown"
+}
+
+// Credit is one pending credit a fold applied: Amount from From to To,
+// after which To's fold counter is Folds.
+type Credit struct {
+	From, To string
+	Amount   Coins
+	Folds    int64
 }
 
 // Record is one change to make durable. Journal implementations copy it.
@@ -46,6 +66,8 @@ type Record struct {
 	// shards of this node). The journal writes only records of leases the
 	// node still holds; ledger rows carry Epoch.
 	Epoch, PeerEpoch uint64
+	Shard            Shard     // Folded: the shard whose pending credits to fold
+	Credits          *[]Credit // Folded: the journal appends what it applied before Done
 	Done             Completion
 }
 

@@ -28,7 +28,13 @@ func (s *System) Register(name string, passwordHash []byte) error {
 			}
 			continue // a concurrent load found nothing; try again
 		}
-		h := newHandle(s, name)
+		shard := ShardOf(name)
+		epoch, ok := s.lease(shard)
+		if !ok {
+			sp.mu.Unlock()
+			return ErrNotOwner
+		}
+		h := newHandle(s, name, shard, epoch)
 		sp.m[name] = h
 		delete(sp.absent, name)
 		sp.mu.Unlock()
@@ -39,7 +45,7 @@ func (s *System) Register(name string, passwordHash []byte) error {
 
 func (s *System) register(sp *stripe, h *handle, hash []byte) error {
 	done := make(registration, 1)
-	rec := Record{Kind: Registered, User: h.name, Amount: StartingCoins, PasswordHash: hash, Done: done}
+	rec := Record{Kind: Registered, User: h.name, Amount: StartingCoins, PasswordHash: hash, Epoch: h.epoch, Done: done}
 	err := s.journal.Append(&rec)
 	if err == nil {
 		t := getTimer(s.cfg.WriteTimeout)

@@ -40,7 +40,8 @@ func (u *user) transfer(r *request) {
 		u.refuse(r, err)
 		return
 	}
-	rec := Record{Kind: Transferred, User: u.h.name, Peer: r.peer.name, Amount: r.amount, Key: r.key, Done: r}
+	rec := Record{Kind: Transferred, User: u.h.name, Peer: r.peer.name, Amount: r.amount, Key: r.key,
+		Epoch: u.h.epoch, PeerEpoch: r.peer.epoch, Done: r}
 	if err := u.sys.journal.Append(&rec); err != nil {
 		u.wallet.Release(r.amount)
 		u.respond(r, err)

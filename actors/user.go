@@ -98,7 +98,7 @@ func (u *user) buy(r *request) {
 		return
 	}
 	price := r.item.Price()
-	rec := Record{Kind: Purchased, User: u.h.name, Item: r.item, Amount: price, Key: r.key, Done: r}
+	rec := Record{Kind: Purchased, User: u.h.name, Item: r.item, Amount: price, Key: r.key, Epoch: u.h.epoch, Done: r}
 	if err := u.sys.journal.Append(&rec); err != nil {
 		u.wallet.Release(price)
 		u.respond(r, err)

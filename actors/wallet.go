@@ -40,6 +40,10 @@ type UserState struct {
 	// Keys are the idempotency keys this user used within the retention
 	// period, with the outcome they were committed with.
 	Keys []KeyedRequest
+	// Folds counts the pending-credit folds applied to the user (see
+	// Credit): a fold reported after the load is applied only if it is
+	// newer than the state loaded.
+	Folds int64
 }
 
 // NewWallet returns a new user's wallet with StartingCoins.

@@ -43,6 +43,13 @@ type batch struct {
 	keyAmounts                                      []int64
 	keyShards                                       []int16
 
+	// pending credits written (TransferredOut) and shards folded (Folded)
+	pcFromShards, pcToShards []int16
+	pcFrom, pcTo             []string
+	pcAmounts                []int64
+	foldShards               []int16
+	credits                  []actors.Credit // what the fold applied, this attempt
+
 	// balance deltas as sorted arrays (reused)
 	names []string
 	n     []int64
@@ -70,6 +77,8 @@ func (b *batch) reset() {
 	b.keyUsers, b.keyKeys, b.keyKinds = b.keyUsers[:0], b.keyKeys[:0], b.keyKinds[:0]
 	b.keyItems, b.keyPeers, b.keyAmounts = b.keyItems[:0], b.keyPeers[:0], b.keyAmounts[:0]
 	b.keyShards = b.keyShards[:0]
+	b.pcFromShards, b.pcToShards, b.pcFrom, b.pcTo = b.pcFromShards[:0], b.pcToShards[:0], b.pcFrom[:0], b.pcTo[:0]
+	b.pcAmounts, b.foldShards, b.credits = b.pcAmounts[:0], b.foldShards[:0], b.credits[:0]
 }
 
 // aggregate folds the entries into per-statement arrays: ledgers row by
@@ -101,11 +110,28 @@ func (b *batch) aggregate() {
 			b.balance[r.User] -= int64(r.Amount)
 			b.balance[r.Peer] += int64(r.Amount)
 			b.totals[pairKey{r.User, r.Peer}] += int64(r.Amount)
+		case actors.TransferredOut:
+			b.trFrom = append(b.trFrom, r.User)
+			b.trTo = append(b.trTo, r.Peer)
+			b.trAmounts = append(b.trAmounts, int64(r.Amount))
+			b.trShards = append(b.trShards, shardOf(r.User))
+			b.trEpochs = append(b.trEpochs, int64(r.Epoch))
+			b.balance[r.User] -= int64(r.Amount)
+			b.totals[pairKey{r.User, r.Peer}] += int64(r.Amount)
+			b.pcFromShards = append(b.pcFromShards, shardOf(r.User))
+			b.pcToShards = append(b.pcToShards, shardOf(r.Peer))
+			b.pcFrom = append(b.pcFrom, r.User)
+			b.pcTo = append(b.pcTo, r.Peer)
+			b.pcAmounts = append(b.pcAmounts, int64(r.Amount))
+		case actors.Folded:
+			if !slices.Contains(b.foldShards, int16(r.Shard)) {
+				b.foldShards = append(b.foldShards, int16(r.Shard))
+			}
 		}
 		if r.Key != "" {
 			b.keyUsers = append(b.keyUsers, r.User)
 			b.keyKeys = append(b.keyKeys, r.Key)
-			b.keyKinds = append(b.keyKinds, r.Kind.String())
+			b.keyKinds = append(b.keyKinds, keyKind(r.Kind))
 			b.keyItems = append(b.keyItems, r.Item.Name())
 			b.keyPeers = append(b.keyPeers, r.Peer)
 			b.keyAmounts = append(b.keyAmounts, int64(r.Amount))
@@ -142,6 +168,20 @@ ON CONFLICT (from_user, to_user) DO UPDATE SET amount = transfer_totals.amount +
 	// and its primary key refuses a second change under it.
 	expireKeysSQL = `DELETE FROM idempotency_keys k USING unnest($1::text[], $2::text[]) AS t(u, key)
 WHERE k.user_name = t.u AND k.key = t.key AND k.created_at <= now() - $3::interval`
+	// pendingSQL writes the credits of transfers to other owners' users.
+	pendingSQL = `INSERT INTO pending_credits (from_shard, to_shard, from_user, to_user, amount)
+SELECT * FROM unnest($1::smallint[], $2::smallint[], $3::text[], $4::text[], $5::bigint[])`
+	// foldSQL applies and deletes the pending credits of the batch's fold
+	// shards in one statement: each row is deleted by exactly one fold, and
+	// the receivers' fold counters tell a live actor which folds it has.
+	foldSQL = `WITH d AS (
+  DELETE FROM pending_credits WHERE to_shard = ANY($1::smallint[])
+  RETURNING from_user, to_user, amount),
+s AS (SELECT to_user, sum(amount) AS amount FROM d GROUP BY to_user),
+u AS (
+  UPDATE users SET balance = users.balance + s.amount, folds = users.folds + 1
+  FROM s WHERE users.name = s.to_user RETURNING users.name, users.folds)
+SELECT d.from_user, d.to_user, d.amount, u.folds FROM d JOIN u ON u.name = d.to_user`
 	keysSQL = `INSERT INTO idempotency_keys (user_name, key, kind, item, peer, amount, shard)
 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[], $7::smallint[])`
 )
@@ -159,6 +199,8 @@ const (
 	stmtTotals
 	stmtExpireKeys
 	stmtKeys
+	stmtPending
+	stmtFold
 )
 
 // queue fills pb with the batch's statements and returns their kinds.
@@ -167,6 +209,10 @@ const (
 func (b *batch) queue(pb *pgx.Batch, writer string, incarnation, version int64, kinds []stmt) []stmt {
 	pb.Queue(beginSQL, writer, incarnation, b.id, version)
 	kinds = append(kinds, stmtBegin)
+	if len(b.foldShards) > 0 {
+		pb.Queue(foldSQL, b.foldShards)
+		kinds = append(kinds, stmtFold)
+	}
 	if len(b.regNames) > 0 {
 		pb.Queue(registerSQL, b.regNames, b.regHashes, int64(actors.StartingCoins), b.regShards)
 		kinds = append(kinds, stmtRegister)
@@ -194,6 +240,10 @@ func (b *batch) queue(pb *pgx.Batch, writer string, incarnation, version int64, 
 		pb.Queue(totalsSQL, f, t, a, shardsOf(f))
 		kinds = append(kinds, stmtTotals)
 	}
+	if len(b.pcFrom) > 0 {
+		pb.Queue(pendingSQL, b.pcFromShards, b.pcToShards, b.pcFrom, b.pcTo, b.pcAmounts)
+		kinds = append(kinds, stmtPending)
+	}
 	if len(b.keyKeys) > 0 {
 		pb.Queue(expireKeysSQL, b.keyUsers, b.keyKeys, KeyRetention.String())
 		kinds = append(kinds, stmtExpireKeys)
@@ -201,6 +251,15 @@ func (b *batch) queue(pb *pgx.Batch, writer string, incarnation, version int64, 
 		kinds = append(kinds, stmtKeys)
 	}
 	return kinds
+}
+
+// keyKind is how a keyed change is stored: a transfer is a transfer to the
+// client, whoever owns the receiver.
+func keyKind(k actors.RecordKind) string {
+	if k == actors.TransferredOut {
+		return actors.Transferred.String()
+	}
+	return k.String()
 }
 
 // shardOf is actors.ShardOf as the database's smallint.

@@ -276,10 +276,16 @@ func countKinds(b *batch) *actors.RecordCounts {
 	return &n
 }
 
-// complete tells every record of b its outcome, in append order.
+// complete tells every record of b its outcome, in append order. The
+// credits a committed fold applied go to the batch's first Folded record.
 func (j *Journal) complete(b *batch, err error) {
+	credits := b.credits
 	for i := range b.entries {
 		r := &b.entries[i].rec
+		if err == nil && r.Kind == actors.Folded && r.Credits != nil {
+			*r.Credits = append(*r.Credits, credits...)
+			credits = nil
+		}
 		e := err
 		if e == nil && r.Kind == actors.Registered && b.regConflicts[r.User] {
 			e = actors.ErrUserExists

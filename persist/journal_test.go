@@ -484,3 +484,56 @@ func TestShardSQLMatchesGo(t *testing.T) {
 		t.Fatalf("%d of %d names checked", seen, len(names))
 	}
 }
+
+// TestPendingCreditFold: a transfer to a user another node owns debits the
+// sender and writes a pending credit in one transaction (money conserved
+// with the pending sum); the receiver's fold applies it exactly once and
+// reports it; the receiver's history shows it only once folded.
+func TestPendingCreditFold(t *testing.T) {
+	_, pool := mustDB(t)
+	ctx := context.Background()
+	j := mustJournal(t, journalConfig(pool, func(err error) { t.Errorf("fatal: %v", err) }))
+	store := NewStore(pool)
+	for _, n := range []string{"sa", "sb"} {
+		if err := mustAppend(t, j, register(n)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	out := actors.Record{Kind: actors.TransferredOut, User: "sa", Peer: "sb", Amount: 30, Key: "k1"}
+	if err := mustAppend(t, j, out); err != nil {
+		t.Fatal(err)
+	}
+	assertConserved(t, pool)
+	b, err := store.LoadUser(ctx, "sb")
+	if err != nil || b.Coins != 1000 || len(b.Received) != 0 {
+		t.Fatalf("receiver before the fold: %+v, %v", b, err)
+	}
+	a, err := store.LoadUser(ctx, "sa")
+	if err != nil || a.Coins != 970 || len(a.Sent) != 1 || a.Sent[0].Amount != 30 || a.Keys[0].Kind != actors.Transferred {
+		t.Fatalf("sender: %+v, %v", a, err)
+	}
+	var credits []actors.Credit
+	fold := actors.Record{Kind: actors.Folded, Shard: actors.ShardOf("sb"), Credits: &credits}
+	if err := mustAppend(t, j, fold); err != nil {
+		t.Fatal(err)
+	}
+	if len(credits) != 1 || credits[0] != (actors.Credit{From: "sa", To: "sb", Amount: 30, Folds: 1}) {
+		t.Fatalf("fold reported %+v", credits)
+	}
+	b, err = store.LoadUser(ctx, "sb")
+	if err != nil || b.Coins != 1030 || len(b.Received) != 1 || b.Received[0].Amount != 30 || b.Folds != 1 {
+		t.Fatalf("receiver after the fold: %+v, %v", b, err)
+	}
+	var again []actors.Credit
+	fold.Credits = &again
+	if err := mustAppend(t, j, fold); err != nil || len(again) != 0 {
+		t.Fatalf("second fold: %+v, %v", again, err)
+	}
+	assertConserved(t, pool)
+	if ok, err := store.UserExists(ctx, "sb"); !ok || err != nil {
+		t.Fatalf("UserExists(sb) = %v, %v", ok, err)
+	}
+	if ok, err := store.UserExists(ctx, "nobody"); ok || err != nil {
+		t.Fatalf("UserExists(nobody) = %v, %v", ok, err)
+	}
+}

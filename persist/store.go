@@ -27,17 +27,23 @@ func NewStore(pool *pgxpool.Pool) *Store { return &Store{pool: pool} }
 
 // loadUserSQL reads a whole user in one statement, so one snapshot: balance,
 // inventory and history always agree (the money invariant is checked on
-// them).
+// them). Received is what was folded: the pair totals less the credits
+// still pending (written by the sender's owner, not yet applied here).
 const loadUserSQL = `
 WITH k AS (
   SELECT key, kind, item, peer, amount, created_at FROM idempotency_keys
   WHERE user_name = $1 AND created_at > now() - $2::interval
-  ORDER BY created_at DESC, key LIMIT $3)
-SELECT u.password_hash, u.balance,
+  ORDER BY created_at DESC, key LIMIT $3),
+r AS (
+  SELECT t.from_user, t.amount - coalesce(p.amount, 0) AS amount FROM transfer_totals t
+  LEFT JOIN (SELECT from_user, sum(amount) AS amount FROM pending_credits WHERE to_user = $1 GROUP BY 1) p
+    USING (from_user)
+  WHERE t.to_user = $1)
+SELECT u.password_hash, u.balance, u.folds,
   ARRAY(SELECT item FROM inventory WHERE user_name = u.name ORDER BY item),
   ARRAY(SELECT quantity FROM inventory WHERE user_name = u.name ORDER BY item),
-  ARRAY(SELECT from_user FROM transfer_totals WHERE to_user = u.name ORDER BY from_user),
-  ARRAY(SELECT amount FROM transfer_totals WHERE to_user = u.name ORDER BY from_user),
+  ARRAY(SELECT from_user FROM r WHERE amount > 0 ORDER BY from_user),
+  ARRAY(SELECT amount FROM r WHERE amount > 0 ORDER BY from_user),
   ARRAY(SELECT to_user FROM transfer_totals WHERE from_user = u.name ORDER BY to_user),
   ARRAY(SELECT amount FROM transfer_totals WHERE from_user = u.name ORDER BY to_user),
   ARRAY(SELECT key FROM k ORDER BY created_at, key),
@@ -61,7 +67,7 @@ func (s *Store) LoadUser(ctx context.Context, name string) (actors.UserState, er
 		kAmounts                    []int64
 	)
 	err := s.pool.QueryRow(ctx, loadUserSQL, name, KeyRetention.String(), keysLoadMax).Scan(
-		&st.PasswordHash, &st.Coins, &items, &qty, &from, &recv, &to, &sent,
+		&st.PasswordHash, &st.Coins, &st.Folds, &items, &qty, &from, &recv, &to, &sent,
 		&keys, &kinds, &kItems, &kPeers, &kAmounts)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return st, actors.ErrUnknownUser
@@ -95,6 +101,36 @@ func (s *Store) LoadUser(ctx context.Context, name string) (actors.UserState, er
 		return st, fmt.Errorf("persist: user %q: %w", name, err)
 	}
 	return st, nil
+}
+
+// UserExists reports whether name is a user (for transfers to users other
+// nodes own: they are never loaded here).
+func (s *Store) UserExists(ctx context.Context, name string) (bool, error) {
+	var ok bool
+	err := s.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM users WHERE name = $1)`, name).Scan(&ok)
+	if err != nil {
+		return false, fmt.Errorf("persist: user exists: %w", err)
+	}
+	return ok, nil
+}
+
+// PendingShards returns which of shards have pending credits waiting.
+func (s *Store) PendingShards(ctx context.Context, shards []actors.Shard) ([]actors.Shard, error) {
+	rows, err := s.pool.Query(ctx, `SELECT DISTINCT to_shard FROM pending_credits WHERE to_shard = ANY($1::smallint[])`,
+		shardArray(shards))
+	if err != nil {
+		return nil, fmt.Errorf("persist: pending shards: %w", err)
+	}
+	defer rows.Close()
+	var out []actors.Shard
+	for rows.Next() {
+		var sh int16
+		if err := rows.Scan(&sh); err != nil {
+			return nil, err
+		}
+		out = append(out, actors.Shard(sh))
+	}
+	return out, rows.Err()
 }
 
 // KeyApplied implements actors.Store.

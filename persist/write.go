@@ -242,10 +242,13 @@ func (j *Journal) notOwner(b *batch) {
 // holds reports whether the node still holds every lease r was made under.
 func (j *Journal) holds(r *actors.Record) bool {
 	own := j.cfg.Ownership
-	if !own.Holds(actors.ShardOf(r.User), r.Epoch) {
-		return false
+	switch r.Kind {
+	case actors.Folded:
+		return own.Holds(r.Shard, r.Epoch)
+	case actors.Transferred:
+		return own.Holds(actors.ShardOf(r.User), r.Epoch) && own.Holds(actors.ShardOf(r.Peer), r.PeerEpoch)
 	}
-	return r.Kind != actors.Transferred || own.Holds(actors.ShardOf(r.Peer), r.PeerEpoch)
+	return own.Holds(actors.ShardOf(r.User), r.Epoch)
 }
 
 const markerSQL = `SELECT incarnation, last_batch FROM journal_writers WHERE writer = $1`
@@ -287,7 +290,14 @@ func (j *Journal) attempt(b *batch, retry bool) error {
 }
 
 func (j *Journal) readResults(br pgx.BatchResults, b *batch, kinds []stmt) error {
+	b.credits = b.credits[:0]
 	for _, k := range kinds {
+		if k == stmtFold {
+			if err := b.readFold(br); err != nil {
+				return err
+			}
+			continue
+		}
 		if k != stmtRegister {
 			if _, err := br.Exec(); err != nil {
 				return err
@@ -313,6 +323,25 @@ func (j *Journal) readResults(br pgx.BatchResults, b *batch, kinds []stmt) error
 		}
 	}
 	return nil
+}
+
+// readFold collects what the fold statement applied.
+func (b *batch) readFold(br pgx.BatchResults) error {
+	rows, err := br.Query()
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var c actors.Credit
+		var amount int64
+		if err := rows.Scan(&c.From, &c.To, &amount, &c.Folds); err != nil {
+			return err
+		}
+		c.Amount = actors.Coins(amount)
+		b.credits = append(b.credits, c)
+	}
+	return rows.Err()
 }
 
 // errorClass says what to do after an attempt.
