@@ -152,7 +152,7 @@ func (s *System) load(sp *stripe, h *handle) {
 		return
 	}
 	h.hash = st.PasswordHash
-	u := &user{h: h, sys: s, wallet: w}
+	u := &user{h: h, sys: s, wallet: w, folds: st.Folds}
 	for _, k := range st.Keys {
 		u.keys.add(k, false, nil)
 	}

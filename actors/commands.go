@@ -84,6 +84,9 @@ func (s *System) SendBytes(from string, to []byte, amount Coins, key string) err
 }
 
 func (s *System) sendCoins(from string, to []byte, amount Coins, key string, checked bool, until int64) error {
+	if _, local := s.lease(ShardOfBytes(to)); !local {
+		return s.sendRemote(from, string(to), amount, key, checked, until)
+	}
 	h, err := s.resolvePinned(from, nil, int32(s.cfg.InflightPerUserMax), until)
 	if err != nil {
 		return err
@@ -98,7 +101,7 @@ func (s *System) sendCoins(from string, to []byte, amount Coins, key string, che
 	}
 	r := getRequest()
 	r.op, r.owner, r.peer, r.held, r.amount = opSend, h, peer, heldOwner|heldPeer, amount
-	r.key, r.keyChecked = key, checked
+	r.peerName, r.key, r.keyChecked = peer.name, key, checked
 	return s.write(h, r, until)
 }
 

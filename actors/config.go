@@ -44,6 +44,12 @@ type Config struct {
 	// manager, or a StaticOwner for a node alone). nil: every shard,
 	// under epoch 0 (tests).
 	Owner Owner
+	// Names checks recipients whose shard another node owns; Credits
+	// nudges their owner to fold, waiting up to CreditWait. nil (and 0):
+	// a node alone, which owns every shard.
+	Names      Names
+	Credits    Credits
+	CreditWait time.Duration
 }
 
 func (c *Config) validate() error {

@@ -109,6 +109,9 @@ type stripe struct {
 	// deadline: an unknown recipient then costs no database query per
 	// request. Bounded per stripe; a registration forgets the name.
 	absent map[string]int64
+	// known remembers names of users other nodes own that exist (users are
+	// never deleted), so a transfer to them asks the store once.
+	known map[string]struct{}
 }
 
 // absentPerShardMax bounds the memory of absent names (Config.AbsentTTL):
@@ -159,6 +162,7 @@ func (d *directory) init() {
 	for i := range d.stripes {
 		d.stripes[i].m = make(map[string]*handle)
 		d.stripes[i].absent = make(map[string]int64)
+		d.stripes[i].known = make(map[string]struct{})
 	}
 }
 

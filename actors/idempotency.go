@@ -52,7 +52,7 @@ var errKeyCheck = errors.New("actors: idempotency key must be checked in the sto
 func outcomeOf(r *request) KeyedRequest {
 	o := KeyedRequest{Key: r.key, Amount: r.amount, Item: r.item, Kind: Purchased}
 	if r.op == opSend {
-		o.Kind, o.Peer, o.Item = Transferred, r.peer.name, 0
+		o.Kind, o.Peer, o.Item = Transferred, r.peerName, 0
 	} else {
 		o.Amount = r.item.Price()
 	}

@@ -12,6 +12,7 @@ const (
 	opInfo op = iota + 1
 	opBuy
 	opSend
+	opFold // credits a fold applied, for a live actor (remote.go)
 )
 
 // phase is where a request is in its protocol (see transfer.go).
@@ -43,8 +44,14 @@ type request struct {
 	item   ItemID
 	amount Coins
 	owner  *handle // the buyer or sender
-	peer   *handle // the transfer recipient
-	key    string  // idempotency key
+	peer   *handle // the transfer recipient (local transfers; folds: the receiver)
+	// peerName is the recipient's name; remote: another node owns it (no
+	// handle here; see remote.go).
+	peerName string
+	remote   bool
+	credits  []Credit // opFold
+	folds    int64    // opFold: the receiver's fold counter after them
+	key      string   // idempotency key
 	// keyChecked: the facade found key absent from the store, so a key
 	// missing from the actor's table is new (see keyTable.evicted).
 	keyChecked bool

@@ -18,6 +18,9 @@ type System struct {
 	dir     directory
 	depth   atomic.Int64 // messages queued in all user mailboxes
 	active  atomic.Int64 // resident actors
+	// creditWaitsMissed counts transfers to other owners answered before
+	// their fold was confirmed.
+	creditWaitsMissed atomic.Int64
 
 	stop chan struct{}
 	wg   sync.WaitGroup

@@ -40,8 +40,13 @@ func (u *user) transfer(r *request) {
 		u.refuse(r, err)
 		return
 	}
-	rec := Record{Kind: Transferred, User: u.h.name, Peer: r.peer.name, Amount: r.amount, Key: r.key,
-		Epoch: u.h.epoch, PeerEpoch: r.peer.epoch, Done: r}
+	rec := Record{Kind: Transferred, User: u.h.name, Peer: r.peerName, Amount: r.amount, Key: r.key,
+		Epoch: u.h.epoch, Done: r}
+	if r.remote {
+		rec.Kind = TransferredOut
+	} else {
+		rec.PeerEpoch = r.peer.epoch
+	}
 	if err := u.sys.journal.Append(&rec); err != nil {
 		u.wallet.Release(r.amount)
 		u.respond(r, err)
@@ -55,8 +60,12 @@ func (u *user) transfer(r *request) {
 // until it has applied the credit.
 func (u *user) debited(r *request) {
 	if !u.broken {
-		u.wallet.ApplySent(r.peer.name, r.amount)
+		u.wallet.ApplySent(r.peerName, r.amount)
 		u.info = nil
+	}
+	if r.remote { // the receiver's owner applies the credit (remote.go)
+		u.respond(r, nil)
+		return
 	}
 	u.cur = nil
 	r.phase = phaseCredit

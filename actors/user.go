@@ -20,6 +20,7 @@ type user struct {
 	sys    *System
 	wallet Wallet
 	keys   keyTable
+	folds  int64    // pending-credit folds applied (see remote.go)
 	info   []byte   // cached body; nil when stale; never mutated once built
 	cur    *request // the request being handled, until handed on or answered
 	broken bool     // a panic left the state suspect; see recoverPanic
@@ -52,6 +53,8 @@ func (u *user) dispatch(r *request) {
 			u.buy(r)
 		case opSend:
 			u.transfer(r)
+		case opFold:
+			u.folded(r)
 		}
 	case phaseCommitted:
 		u.committed(r)
@@ -178,7 +181,7 @@ func (u *user) unknown(r *request) {
 	u.broken = true
 	u.h.broken.Store(true)
 	u.info = nil
-	if r.op == opSend {
+	if r.op == opSend && !r.remote {
 		r.peer.broken.Store(true)
 	}
 	u.respond(r, r.err)
@@ -202,7 +205,7 @@ func (u *user) recoverPanic() {
 		"stack", string(debug.Stack()))
 	if r := u.cur; r != nil {
 		u.cur = nil
-		if r.phase == phaseCommitted && r.op == opSend && r.err == nil && r.held&heldPeer != 0 {
+		if r.phase == phaseCommitted && r.op == opSend && !r.remote && r.err == nil && r.held&heldPeer != 0 {
 			// The transfer is durable: the recipient must still apply it
 			// and answer, whatever happened to this actor.
 			r.phase = phaseCredit
