@@ -74,6 +74,7 @@ var errorReplies = buildReplies([]struct {
 	{errTimeout, fasthttp.StatusRequestTimeout},
 	{actors.ErrKeyInFlight, fasthttp.StatusConflict},
 	{errBodyTooLarge, fasthttp.StatusRequestEntityTooLarge},
+	{errMisdirected, fasthttp.StatusMisdirectedRequest},
 	{errTooManyTries, fasthttp.StatusTooManyRequests},
 	{errRegisterRate, fasthttp.StatusTooManyRequests},
 	{errHeaderTooLarge, fasthttp.StatusRequestHeaderFieldsTooLarge},
@@ -82,6 +83,8 @@ var errorReplies = buildReplies([]struct {
 	{actors.ErrNotDurable, fasthttp.StatusServiceUnavailable},
 	{actors.ErrUnavailable, fasthttp.StatusServiceUnavailable},
 	{actors.ErrClosed, fasthttp.StatusServiceUnavailable},
+	{actors.ErrNotOwner, fasthttp.StatusServiceUnavailable},
+	{errNoOwner, fasthttp.StatusServiceUnavailable},
 })
 
 var internalBody = errorBody("internal error")

@@ -32,9 +32,14 @@ func (s *Server) info(ctx *fasthttp.RequestCtx) {
 		writeError(ctx, err)
 		return
 	}
+	if s.elsewhere(ctx, name) {
+		return
+	}
 	body, err := s.sys.Info(name)
 	if err != nil {
-		writeError(ctx, err)
+		if !s.lostWhileServing(ctx, name, err) {
+			writeError(ctx, err)
+		}
 		return
 	}
 	writeOK(ctx)
@@ -58,8 +63,13 @@ func (s *Server) buyHandler(item actors.ItemID) fasthttp.RequestHandler {
 			writeError(ctx, err)
 			return
 		}
+		if s.elsewhere(ctx, name) {
+			return
+		}
 		if err := s.sys.Buy(name, item, key); err != nil {
-			writeError(ctx, err)
+			if !s.lostWhileServing(ctx, name, err) {
+				writeError(ctx, err)
+			}
 			return
 		}
 		writeOK(ctx)
@@ -78,6 +88,9 @@ func (s *Server) sendCoin(ctx *fasthttp.RequestCtx) {
 		writeError(ctx, err)
 		return
 	}
+	if s.elsewhere(ctx, name) {
+		return
+	}
 	p := parsers.Get()
 	to, amount, err := decodeSend(p, ctx.PostBody())
 	if err == nil {
@@ -85,7 +98,9 @@ func (s *Server) sendCoin(ctx *fasthttp.RequestCtx) {
 	}
 	parsers.Put(p)
 	if err != nil {
-		writeError(ctx, err)
+		if !s.lostWhileServing(ctx, name, err) {
+			writeError(ctx, err)
+		}
 		return
 	}
 	writeOK(ctx)
@@ -118,7 +133,13 @@ func (s *Server) auth(ctx *fasthttp.RequestCtx) {
 		return
 	}
 	user := string(name)
-	if err := s.authenticate(user, password, ctx.RemoteIP()); err != nil {
+	if s.elsewhere(ctx, user) { // the name's owner registers or verifies it
+		return
+	}
+	if err := s.authenticate(user, password, clientIP(ctx)); err != nil {
+		if s.lostWhileServing(ctx, user, err) {
+			return
+		}
 		writeError(ctx, err)
 		if errors.Is(err, errTooManyTries) {
 			ctx.Response.Header.SetBytesKV(headerRetryAfter, s.loginRetryAfter)

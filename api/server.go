@@ -4,6 +4,7 @@ import (
 	"errors"
 	"math"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/fasthttp/router"
@@ -38,6 +39,10 @@ type Config struct {
 	// metrics-overhead benchmark). /metrics itself is on the admin
 	// listener (AdminHandler).
 	Registry *prometheus.Registry
+	// Router: in a cluster, which node serves a user (forward.go); nil for
+	// a node alone. ForwardTimeout bounds one forwarded request.
+	Router         Router
+	ForwardTimeout time.Duration
 }
 
 // Server routes and answers the API's HTTP requests. Safe for concurrent
@@ -53,6 +58,9 @@ type Server struct {
 	loginRetryAfter []byte
 	metrics         *httpMetrics
 	handler         fasthttp.RequestHandler
+	router          Router
+	fwd             *forwarder
+	forwarded       atomic.Int64
 }
 
 // New builds the router.
@@ -60,8 +68,12 @@ func New(cfg Config) (*Server, error) {
 	if cfg.System == nil || cfg.Tokens == nil || cfg.Hasher == nil || cfg.Limiter == nil {
 		return nil, errors.New("api: incomplete Config")
 	}
+	if cfg.Router != nil && cfg.ForwardTimeout <= 0 {
+		return nil, errors.New("api: a Router needs a ForwardTimeout")
+	}
 	s := &Server{sys: cfg.System, tokens: cfg.Tokens, hasher: cfg.Hasher, limiter: cfg.Limiter,
-		registrations: cfg.Registrations}
+		registrations: cfg.Registrations, router: cfg.Router,
+		fwd: &forwarder{timeout: cfg.ForwardTimeout, clients: map[string]*fasthttp.HostClient{}}}
 	s.loginRetryAfter = strconv.AppendInt(nil, int64(math.Ceil(cfg.Limiter.Window().Seconds())), 10)
 	if cfg.Registry != nil {
 		s.metrics = newHTTPMetrics(cfg.Registry)
@@ -70,13 +82,16 @@ func New(cfg Config) (*Server, error) {
 	return s, nil
 }
 
+// Forwarded returns how many requests this node forwarded to an owner.
+func (s *Server) Forwarded() int64 { return s.forwarded.Load() }
+
 // Handler returns the request handler.
 func (s *Server) Handler() fasthttp.RequestHandler { return s.handler }
 
 // HTTPServer returns a fasthttp server with this package's limits.
 func (s *Server) HTTPServer() *fasthttp.Server {
 	return &fasthttp.Server{
-		Handler:                       s.handler,
+		Handler:                       s.public,
 		Name:                          "merch-store",
 		ReadTimeout:                   readTimeout,
 		WriteTimeout:                  writeTimeout,

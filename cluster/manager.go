@@ -90,9 +90,10 @@ type Manager struct {
 	deadline [actors.ShardCount]atomic.Int64
 	view     atomic.Pointer[view]
 
-	mu      sync.Mutex // serialises Run's tick and Refresh; guards held
-	held    map[actors.Shard]uint64
-	renewed atomic.Int64 // ticks whose renewal succeeded (tests, metrics)
+	mu       sync.Mutex // serialises Run's tick and Refresh; guards held
+	held     map[actors.Shard]uint64
+	renewed  atomic.Int64 // ticks whose renewal succeeded (tests, metrics)
+	lastView atomic.Int64 // clock of the last forced view refresh
 }
 
 // view is the last read of owners and nodes.
@@ -390,3 +391,42 @@ func newView(owners []Owner, nodes []Node) *view {
 	slices.Sort(v.live)
 	return v
 }
+
+// viewRefreshMin spaces forced view refreshes (misdirected requests can
+// come in bursts).
+const viewRefreshMin = 100 * time.Millisecond
+
+// RefreshView re-reads the owners now (a misdirected forward), at most
+// once per viewRefreshMin.
+func (m *Manager) RefreshView(ctx context.Context) {
+	now := m.clock()
+	last := m.lastView.Load()
+	if now-last < int64(viewRefreshMin) || !m.lastView.CompareAndSwap(last, now) {
+		return
+	}
+	owners, nodes, err := m.cfg.Store.View(ctx, m.cfg.TTL)
+	if err != nil {
+		return
+	}
+	v := newView(owners, nodes)
+	for s := range actors.ShardCount { // this node's own leases, as it holds them
+		if e := m.epoch[s].Load(); e != 0 {
+			v.owners[s] = Owner{Shard: actors.Shard(s), Node: m.cfg.Node, Incarnation: m.cfg.Incarnation, Epoch: e, Live: true}
+		}
+	}
+	m.view.Store(v)
+}
+
+// HeldShards returns the shards the node holds (valid or not).
+func (m *Manager) HeldShards() []actors.Shard {
+	var out []actors.Shard
+	for s := range actors.ShardCount {
+		if m.epoch[s].Load() != 0 {
+			out = append(out, actors.Shard(s))
+		}
+	}
+	return out
+}
+
+// Node returns this node's ID.
+func (m *Manager) Node() string { return m.cfg.Node }

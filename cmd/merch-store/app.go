@@ -37,10 +37,6 @@ const (
 	// fdReserve: file descriptors kept for everything but client
 	// connections (database pool, admin listener, logs, the runtime).
 	fdReserve = 128
-	// journalWriter is the single node's row in journal_writers: every
-	// process started on a database claims it, so a second one supersedes
-	// the first, which then stops.
-	journalWriter = "main"
 )
 
 // Main wires pool → journal → actors → api and shuts them down in reverse
@@ -65,6 +61,11 @@ type Main struct {
 	stopped chan error // an unplanned stop of a listener
 	purge   chan struct{}
 	wg      sync.WaitGroup
+	store   *persist.Store
+	// A cluster node (INTERNAL_ADDR set): nil for a node alone.
+	node   *clusterNode
+	owners ownerRef
+	api    *api.Server
 }
 
 // New returns an unstarted Main.
@@ -119,35 +120,61 @@ func (m *Main) Start(ctx context.Context) error {
 		return startError(ctx, err)
 	}
 	reg := metrics.NewRegistry()
+	clustered := m.cfg.InternalAddr != ""
+	writer := singleWriterID
+	var ownership persist.Ownership // nil: a node alone
+	if clustered {
+		writer, ownership = m.cfg.NodeID, &m.owners
+	}
 	m.journal, err = persist.OpenJournal(ctx, persist.JournalConfig{
-		Pool: m.pool, Writer: journalWriter, QueueMax: m.cfg.JournalQueue, BatchMax: m.cfg.JournalBatch,
+		Pool: m.pool, Writer: writer, QueueMax: m.cfg.JournalQueue, BatchMax: m.cfg.JournalBatch,
 		RetryMin: journalRetryMin, RetryMax: journalRetryMax, AttemptTimeout: journalAttemptMax,
-		Metrics: metrics.NewJournal(reg), Fatal: m.OnFatal,
+		Metrics: metrics.NewJournal(reg), Fatal: m.OnFatal, Ownership: ownership,
 	})
 	if err != nil {
 		return startError(ctx, err)
 	}
-	slog.Info("journal writer claimed", "writer", journalWriter, "incarnation", m.journal.Incarnation())
+	slog.Info("journal writer claimed", "writer", writer, "incarnation", m.journal.Incarnation())
+	leases := persist.NewLeases(m.pool)
+	acfg := actors.Config{InboxSize: m.cfg.InboxSize, InflightPerUserMax: m.cfg.InflightPerUser,
+		IdleTTL: m.cfg.IdleTTL, SweepInterval: actorSweepInterval, LoadTimeout: loadTimeout,
+		WriteTimeout: m.cfg.RequestTimeout, ReadTimeout: m.cfg.RequestTimeout, AbsentTTL: absentTTL}
+	m.store = persist.NewStore(m.pool)
+	if clustered {
+		if err := m.startLeases(ctx, leases); err != nil {
+			return startError(ctx, err)
+		}
+		acfg.Owner, acfg.Names, acfg.CreditWait = m.node.mgr, m.store, creditWait
+		acfg.Credits = &nudger{m: m.node.mgr, fold: m.foldOne, client: &fasthttp.Client{MaxConnsPerHost: nudgeConnsMax}}
+	} else {
+		alone, err := acquireAlone(ctx, leases, m.journal.Incarnation())
+		if err != nil {
+			return startError(ctx, err)
+		}
+		acfg.Owner = alone
+	}
 	if m.engine, err = actor.NewEngine(actor.NewEngineConfig()); err != nil {
 		return fmt.Errorf("actor engine: %w", err)
 	}
-	store := persist.NewStore(m.pool)
-	m.sys, err = actors.NewSystem(actors.Config{
-		Engine: m.engine, Journal: m.journal, Store: store, Metrics: metrics.NewActors(reg),
-		InboxSize: m.cfg.InboxSize, InflightPerUserMax: m.cfg.InflightPerUser,
-		IdleTTL: m.cfg.IdleTTL, SweepInterval: actorSweepInterval, LoadTimeout: loadTimeout,
-		WriteTimeout: m.cfg.RequestTimeout, ReadTimeout: m.cfg.RequestTimeout, AbsentTTL: absentTTL,
-	})
-	if err != nil {
+	acfg.Engine, acfg.Journal, acfg.Store, acfg.Metrics = m.engine, m.journal, m.store, metrics.NewActors(reg)
+	if m.sys, err = actors.NewSystem(acfg); err != nil {
 		return err
+	}
+	if clustered {
+		m.runLeases(ctx)
 	}
 	if err := m.startHTTP(reg); err != nil {
 		return err
 	}
+	if clustered {
+		if err := m.startInternal(m.api); err != nil {
+			return err
+		}
+	}
 	if err := m.startAdmin(reg); err != nil {
 		return err
 	}
-	m.startPurger(store)
+	m.startPurger(m.store)
 	slog.Info("merch-store started", "addr", m.Addr(), "admin", m.AdminAddr(),
 		"startup", time.Since(begin).Round(time.Millisecond))
 	return nil
@@ -185,11 +212,16 @@ func (m *Main) startHTTP(reg *prometheus.Registry) error {
 	}
 	metrics.RegisterGauges(reg, metrics.GaugeSources{Actors: m.sys.Stats,
 		JournalDepth: m.journal.QueueDepth, HashDepth: m.hasher.QueueDepth})
-	srv, err := api.New(api.Config{System: m.sys, Tokens: tokens, Hasher: m.hasher, Limiter: limiter,
-		Registrations: regs, Registry: reg})
+	acfg := api.Config{System: m.sys, Tokens: tokens, Hasher: m.hasher, Limiter: limiter,
+		Registrations: regs, Registry: reg}
+	if m.node != nil {
+		acfg.Router, acfg.ForwardTimeout = router{m: m.node.mgr}, m.cfg.RequestTimeout
+	}
+	srv, err := api.New(acfg)
 	if err != nil {
 		return err
 	}
+	m.api = srv
 	m.http = srv.HTTPServer()
 	ln, err := net.Listen("tcp", m.cfg.HTTPAddr)
 	if err != nil {
@@ -285,6 +317,9 @@ func (m *Main) Close() error {
 		errs = append(errs, m.http.ShutdownWithContext(ctx))
 	} else if m.ln != nil {
 		_ = m.ln.Close()
+	}
+	if m.node != nil {
+		errs = append(errs, m.stopCluster(ctx)) // hand the shards off before the journal closes
 	}
 	if m.admin != nil {
 		errs = append(errs, m.admin.Close())

@@ -45,6 +45,9 @@ type Config struct {
 	MaxConnsPerIP     int           // MAX_CONNS_PER_IP: 0 = off
 	StartTimeout      time.Duration // START_TIMEOUT
 	ShutdownTimeout   time.Duration // SHUTDOWN_TIMEOUT
+	NodeID            string        // NODE_ID: this node's name in a cluster
+	InternalAddr      string        // INTERNAL_ADDR: where peers reach it; empty: a node alone
+	LeaseTTL          time.Duration // SHARD_LEASE_TTL
 }
 
 // DefaultConfig returns the documented defaults (no secrets, no database).
@@ -76,7 +79,17 @@ func DefaultConfig() Config {
 		MaxConnsPerIP:     1_000,
 		StartTimeout:      30 * time.Second,
 		ShutdownTimeout:   15 * time.Second,
+		NodeID:            hostname(),
+		LeaseTTL:          6 * time.Second,
 	}
+}
+
+func hostname() string {
+	h, err := os.Hostname()
+	if err != nil || h == "" {
+		return "node"
+	}
+	return h
 }
 
 // setting is one variable: its flag is registered with the documented
@@ -129,6 +142,9 @@ func (c *Config) settings() []setting {
 		{"MAX_CONNS_PER_IP", "open client connections per client address at most (0: no limit; set 0 behind a proxy)", num(&c.MaxConnsPerIP)},
 		{"START_TIMEOUT", "bound on start-up (migrations, connecting, claiming the journal)", dur(&c.StartTimeout)},
 		{"SHUTDOWN_TIMEOUT", "graceful shutdown bound", dur(&c.ShutdownTimeout)},
+		{"NODE_ID", "this node's name in a cluster (must match its HAProxy server name)", str(&c.NodeID)},
+		{"INTERNAL_ADDR", "host:port peers reach this node on (forwarded requests, folds); empty: a node alone", str(&c.InternalAddr)},
+		{"SHARD_LEASE_TTL", "a cluster node's shard lease; a dead node's shards move after it", dur(&c.LeaseTTL)},
 	}
 }
 
@@ -223,6 +239,11 @@ func (c *Config) validate() error {
 	atLeast("MAX_CONNS_PER_IP", c.MaxConnsPerIP, 0)
 	positive("START_TIMEOUT", c.StartTimeout)
 	positive("SHUTDOWN_TIMEOUT", c.ShutdownTimeout)
+	if c.InternalAddr != "" {
+		check(c.NodeID != "" && c.NodeID != singleWriterID, "NODE_ID must be set, and not %q, in a cluster", singleWriterID)
+		check(c.LeaseTTL >= 300*time.Millisecond, "SHARD_LEASE_TTL must be at least 300ms")
+		check(c.InternalAddr != c.HTTPAddr && c.InternalAddr != c.AdminAddr, "INTERNAL_ADDR must differ from HTTP_ADDR and ADMIN_ADDR")
+	}
 	return errors.Join(errs...)
 }
 

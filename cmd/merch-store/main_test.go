@@ -19,18 +19,18 @@ import (
 	"merch/persist"
 )
 
-var cluster *pgtest.Cluster
+var pgc *pgtest.Cluster
 
 func TestMain(m *testing.M) {
 	var err error
-	cluster, err = pgtest.Start(pgtest.Options{})
+	pgc, err = pgtest.Start(pgtest.Options{})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "e2e tests need PostgreSQL:", err)
 		os.Exit(1)
 	}
 	setupLogging(Config{LogLevel: "warn", LogFormat: "text"}, os.Stderr)
 	code := m.Run()
-	cluster.Close()
+	pgc.Close()
 	os.Exit(code)
 }
 
@@ -39,7 +39,7 @@ var dbSeq atomic.Int64
 // mustDatabase creates a fresh database for one test.
 func mustDatabase(tb testing.TB) string {
 	tb.Helper()
-	url, err := cluster.CreateDatabase(fmt.Sprintf("e2e%d_%d", os.Getpid(), dbSeq.Add(1)))
+	url, err := pgc.CreateDatabase(fmt.Sprintf("e2e%d_%d", os.Getpid(), dbSeq.Add(1)))
 	if err != nil {
 		tb.Fatal(err)
 	}
