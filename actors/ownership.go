@@ -95,3 +95,22 @@ func (s *System) passivateShard(sh Shard) int {
 	}
 	return pinned
 }
+
+// Resident is one resident user actor, for the cluster tests' sampling of
+// activations (no user may be live on two nodes under the current epoch).
+type Resident struct {
+	User  string
+	Shard Shard
+	Epoch uint64
+}
+
+// Residents lists the resident actors (a directory scan: not for hot paths).
+func (s *System) Residents() []Resident {
+	var out []Resident
+	s.dir.forEach(func(h *handle) {
+		if h.isReady() && h.err == nil && !h.dead() && s.current(h) {
+			out = append(out, Resident{User: h.name, Shard: h.shard, Epoch: h.epoch})
+		}
+	})
+	return out
+}

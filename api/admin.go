@@ -20,8 +20,12 @@ const readyTimeout = time.Second
 // profiler under /debug/pprof/. They stay off the public listener because
 // /metrics costs ~35 API requests and shows business counters, and pprof
 // can cost seconds of CPU.
-func AdminHandler(reg *prometheus.Registry, ready func(context.Context) error) http.Handler {
+// extra adds handlers by pattern (a cluster node's /debug/actors).
+func AdminHandler(reg *prometheus.Registry, ready func(context.Context) error, extra map[string]http.HandlerFunc) http.Handler {
 	mux := http.NewServeMux()
+	for pattern, h := range extra {
+		mux.HandleFunc(pattern, h)
+	}
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = w.Write(okBody)

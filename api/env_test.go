@@ -355,7 +355,7 @@ func mustEnv(tb testing.TB, cfg envConfig) *testEnv {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	e.admin = AdminHandler(e.registry, e.ready)
+	e.admin = AdminHandler(e.registry, e.ready, nil)
 	if cfg.noHTTPServer {
 		return e
 	}

@@ -93,6 +93,8 @@ type Manager struct {
 	mu       sync.Mutex // serialises Run's tick and Refresh; guards held
 	held     map[actors.Shard]uint64
 	renewed  atomic.Int64 // ticks whose renewal succeeded (tests, metrics)
+	failed   atomic.Int64 // renewals that failed
+	handoffs atomic.Int64 // shards handed off
 	lastView atomic.Int64 // clock of the last forced view refresh
 }
 
@@ -156,6 +158,23 @@ func (m *Manager) Addr(node string) (string, bool) {
 
 // Renewals returns how many renewals succeeded so far.
 func (m *Manager) Renewals() int64 { return m.renewed.Load() }
+
+// RenewFailures returns how many renewals failed so far.
+func (m *Manager) RenewFailures() int64 { return m.failed.Load() }
+
+// Handoffs returns how many shards this node handed off so far.
+func (m *Manager) Handoffs() int64 { return m.handoffs.Load() }
+
+// Owned returns how many shards the node may answer for now.
+func (m *Manager) Owned() int {
+	n := 0
+	for s := range actors.ShardCount {
+		if _, ok := m.Lease(actors.Shard(s)); ok {
+			n++
+		}
+	}
+	return n
+}
 
 // Run registers the node and keeps its leases until ctx ends, then hands
 // every shard off and deregisters (planned shutdown). The caller owns the
@@ -247,6 +266,7 @@ func (m *Manager) renew(ctx context.Context) {
 	sent := m.clock()
 	kept, err := m.cfg.Store.Renew(ctx, m.cfg.Node, m.cfg.Incarnation, leases, m.cfg.TTL)
 	if err != nil {
+		m.failed.Add(1)
 		slog.Warn("cluster: lease renewal failed; answering until the local deadlines", "err", err)
 		return
 	}
@@ -319,6 +339,7 @@ func (m *Manager) handoff(ctx context.Context, shards []actors.Shard) {
 	m.mu.Lock()
 	m.drop(shards)
 	m.mu.Unlock()
+	m.handoffs.Add(int64(len(shards)))
 	slog.Info("cluster: shards handed off", "count", len(shards))
 }
 

@@ -180,3 +180,36 @@ func NewRegistry() *prometheus.Registry {
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return reg
 }
+
+// ClusterSources are a cluster node's values read at scrape time. Each
+// func must be safe for concurrent use.
+type ClusterSources struct {
+	Owned             func() int   // shards the node answers for now
+	Renewals          func() int64 // lease renewals that succeeded
+	RenewFailures     func() int64
+	Handoffs          func() int64 // shards handed off
+	Forwards          func() int64 // requests forwarded to an owner
+	CreditWaitsMissed func() int64 // transfers answered before their fold was confirmed
+	Pending           func() (count int64, oldest time.Duration)
+}
+
+// RegisterCluster registers merch_cluster_*.
+func RegisterCluster(reg prometheus.Registerer, src ClusterSources) {
+	g := func(name, help string, f func() float64) {
+		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f))
+	}
+	c := func(name, help string, f func() int64) {
+		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help},
+			func() float64 { return float64(f()) }))
+	}
+	g("merch_cluster_shards_owned", "Shards this node holds a valid lease on.", func() float64 { return float64(src.Owned()) })
+	c("merch_cluster_lease_renewals_total", "Lease renewals that succeeded.", src.Renewals)
+	c("merch_cluster_lease_renew_failures_total", "Lease renewals that failed.", src.RenewFailures)
+	c("merch_cluster_handoffs_total", "Shards handed off to another node (drain, release).", src.Handoffs)
+	c("merch_cluster_forwards_total", "Requests forwarded to the owner of their user.", src.Forwards)
+	c("merch_cluster_credit_waits_missed_total", "Transfers to another owner's user answered before its fold was confirmed.", src.CreditWaitsMissed)
+	g("merch_cluster_pending_credits", "Credits written by this node's transfers or waiting for its folds (last poll).",
+		func() float64 { n, _ := src.Pending(); return float64(n) })
+	g("merch_cluster_pending_credit_age_seconds", "Age of the oldest pending credit of this node's shards (last poll).",
+		func() float64 { _, a := src.Pending(); return a.Seconds() })
+}

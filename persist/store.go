@@ -114,23 +114,23 @@ func (s *Store) UserExists(ctx context.Context, name string) (bool, error) {
 	return ok, nil
 }
 
-// PendingShards returns which of shards have pending credits waiting.
-func (s *Store) PendingShards(ctx context.Context, shards []actors.Shard) ([]actors.Shard, error) {
-	rows, err := s.pool.Query(ctx, `SELECT DISTINCT to_shard FROM pending_credits WHERE to_shard = ANY($1::smallint[])`,
-		shardArray(shards))
+// Pending reports, for shards, which have pending credits waiting, how
+// many there are and how old the oldest is.
+func (s *Store) Pending(ctx context.Context, shards []actors.Shard) ([]actors.Shard, int64, time.Duration, error) {
+	var got []int16
+	var n int64
+	var age float64
+	err := s.pool.QueryRow(ctx, `SELECT coalesce(array_agg(DISTINCT to_shard), '{}'), count(*),
+  coalesce(extract(epoch FROM now() - min(created_at)), 0)::float8
+FROM pending_credits WHERE to_shard = ANY($1::smallint[])`, shardArray(shards)).Scan(&got, &n, &age)
 	if err != nil {
-		return nil, fmt.Errorf("persist: pending shards: %w", err)
+		return nil, 0, 0, fmt.Errorf("persist: pending credits: %w", err)
 	}
-	defer rows.Close()
-	var out []actors.Shard
-	for rows.Next() {
-		var sh int16
-		if err := rows.Scan(&sh); err != nil {
-			return nil, err
-		}
-		out = append(out, actors.Shard(sh))
+	out := make([]actors.Shard, len(got))
+	for i, sh := range got {
+		out[i] = actors.Shard(sh)
 	}
-	return out, rows.Err()
+	return out, n, time.Duration(age * float64(time.Second)), nil
 }
 
 // KeyApplied implements actors.Store.

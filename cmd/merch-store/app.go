@@ -170,6 +170,7 @@ func (m *Main) Start(ctx context.Context) error {
 		if err := m.startInternal(m.api); err != nil {
 			return err
 		}
+		m.registerClusterMetrics(reg)
 	}
 	if err := m.startAdmin(reg); err != nil {
 		return err
@@ -272,7 +273,7 @@ func (m *Main) startAdmin(reg *prometheus.Registry) error {
 		return fmt.Errorf("admin listen: %w", err)
 	}
 	m.adminLn = ln
-	m.admin = &http.Server{Handler: api.AdminHandler(reg, m.journal.Ready),
+	m.admin = &http.Server{Handler: api.AdminHandler(reg, m.journal.Ready, m.debugHandlers()),
 		ReadHeaderTimeout: 5 * time.Second, IdleTimeout: time.Minute}
 	go m.serve("admin", func() error { return m.admin.Serve(ln) })
 	return nil

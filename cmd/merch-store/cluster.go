@@ -7,15 +7,19 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/valyala/fasthttp"
 
 	"merch/actors"
 	"merch/api"
 	"merch/cluster"
+	"merch/metrics"
 	"merch/persist"
 )
 
@@ -110,13 +114,27 @@ type clusterNode struct {
 	internal *fasthttp.Server
 	ln       net.Listener
 	addr     string // advertised INTERNAL_ADDR
+	// pending credits of held shards at the last poll (metrics)
+	pendingCount, pendingAge atomic.Int64
+}
+
+// registerClusterMetrics exports merch_cluster_*.
+func (m *Main) registerClusterMetrics(reg prometheus.Registerer) {
+	n := m.node
+	metrics.RegisterCluster(reg, metrics.ClusterSources{
+		Owned: n.mgr.Owned, Renewals: n.mgr.Renewals, RenewFailures: n.mgr.RenewFailures,
+		Handoffs: n.mgr.Handoffs, Forwards: m.api.Forwarded, CreditWaitsMissed: m.sys.CreditWaitsMissed,
+		Pending: func() (int64, time.Duration) {
+			return n.pendingCount.Load(), time.Duration(n.pendingAge.Load())
+		},
+	})
 }
 
 // startLeases makes the lease manager, takes the node's shards once
 // synchronously (so it serves them when Start returns), then keeps them in
 // the background.
 func (m *Main) startLeases(ctx context.Context, leases *persist.Leases) error {
-	ln, advertised, err := listenInternal(m.cfg.InternalAddr)
+	ln, advertised, err := listenInternal(m.cfg.InternalAddr, m.cfg.InternalBind)
 	if err != nil {
 		return err
 	}
@@ -138,15 +156,20 @@ func (m *Main) startLeases(ctx context.Context, leases *persist.Leases) error {
 
 // listenInternal listens for peers. INTERNAL_ADDR is what they dial: a
 // literal IP is bound as is; a name (a pod or container name) binds the
-// port on every interface. Port 0 (tests) advertises the port chosen.
-func listenInternal(addr string) (net.Listener, string, error) {
+// port on every interface; INTERNAL_BIND, when set, is bound instead. Port
+// 0 (tests) advertises the port chosen.
+func listenInternal(addr, bind string) (net.Listener, string, error) {
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
 		return nil, "", fmt.Errorf("INTERNAL_ADDR: %w", err)
 	}
-	bind := addr
-	if net.ParseIP(host) == nil {
+	switch {
+	case bind != "":
+		port = "" // advertised as given
+	case net.ParseIP(host) == nil:
 		bind = ":" + port
+	default:
+		bind = addr
 	}
 	ln, err := net.Listen("tcp", bind)
 	if err != nil {
@@ -186,7 +209,9 @@ func (m *Main) pollFolds(ctx context.Context) {
 			continue
 		}
 		c, cancel := context.WithTimeout(ctx, foldTimeout)
-		pending, err := m.store.PendingShards(c, held)
+		pending, n, age, err := m.store.Pending(c, held)
+		m.node.pendingCount.Store(n)
+		m.node.pendingAge.Store(int64(age))
 		if err == nil && len(pending) > 0 {
 			err = m.sys.Fold(c, pending)
 		}
@@ -270,4 +295,18 @@ func (m *Main) InternalAddr() string {
 		return ""
 	}
 	return m.node.addr
+}
+
+// debugHandlers are the admin listener's extra endpoints: GET
+// /debug/actors lists the resident actors as "user shard epoch" lines (the
+// cluster tests sample them on every node).
+func (m *Main) debugHandlers() map[string]http.HandlerFunc {
+	return map[string]http.HandlerFunc{
+		"GET /debug/actors": func(w http.ResponseWriter, _ *http.Request) {
+			w.Header().Set("Content-Type", "text/plain")
+			for _, r := range m.sys.Residents() {
+				fmt.Fprintf(w, "%s %d %d\n", r.User, r.Shard, r.Epoch)
+			}
+		},
+	}
 }

@@ -47,6 +47,7 @@ type Config struct {
 	ShutdownTimeout   time.Duration // SHUTDOWN_TIMEOUT
 	NodeID            string        // NODE_ID: this node's name in a cluster
 	InternalAddr      string        // INTERNAL_ADDR: where peers reach it; empty: a node alone
+	InternalBind      string        // INTERNAL_BIND: where it listens for them; empty: from INTERNAL_ADDR
 	LeaseTTL          time.Duration // SHARD_LEASE_TTL
 }
 
@@ -144,6 +145,7 @@ func (c *Config) settings() []setting {
 		{"SHUTDOWN_TIMEOUT", "graceful shutdown bound", dur(&c.ShutdownTimeout)},
 		{"NODE_ID", "this node's name in a cluster (must match its HAProxy server name)", str(&c.NodeID)},
 		{"INTERNAL_ADDR", "host:port peers reach this node on (forwarded requests, folds); empty: a node alone", str(&c.InternalAddr)},
+		{"INTERNAL_BIND", "listen address for peers when it differs from INTERNAL_ADDR (a proxy or relay between); empty: INTERNAL_ADDR's IP, or its port on every interface for a name", str(&c.InternalBind)},
 		{"SHARD_LEASE_TTL", "a cluster node's shard lease; a dead node's shards move after it", dur(&c.LeaseTTL)},
 	}
 }
