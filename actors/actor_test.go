@@ -22,12 +22,12 @@ var errInjected = errors.New("injected journal failure")
 // otherwise records commit asynchronously in batches.
 func mustNewEnv(tb testing.TB, cfg Config, held bool, users ...string) *env {
 	tb.Helper()
-	store := mustStore(tb, users...)
-	var j *fakeJournal
+	store := Fakes.MustStore(tb, users...)
+	var j TestJournal
 	if held {
-		j = mustHeldJournal(tb, store)
+		j = Fakes.MustHeldJournal(tb, store)
 	} else {
-		j = mustJournal(tb, store, 256)
+		j = Fakes.MustJournal(tb, store, 256)
 	}
 	return mustEnv(tb, cfg, store, j)
 }
@@ -62,7 +62,7 @@ func (e *env) mustSee(tb testing.TB, user string, w want) {
 	}
 	wallet := Wallet{coins: w.coins, items: inv(w.items), received: linesOf(w.received), sent: linesOf(w.sent)}
 	mustMatchWallet(tb, body, &wallet)
-	st, ok := e.store.state(user)
+	st, ok := e.store.State(user)
 	if !ok {
 		tb.Fatalf("store has no %s", user)
 	}
@@ -111,12 +111,12 @@ func TestBuy(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			e := mustNewEnv(t, testConfig(), false)
-			e.store.put("alice", stateWith(tc.coins))
+			e.store.Put("alice", stateWith(tc.coins))
 			err := e.sys.Buy(tc.user, tc.item, "")
 			if !errors.Is(err, tc.wantErr) || (err == nil) != (tc.wantErr == nil) {
 				t.Fatalf("Buy = %v, want %v", err, tc.wantErr)
 			}
-			if got := e.store.loadCount(tc.user); got != tc.wantLoads {
+			if got := e.store.LoadCount(tc.user); got != tc.wantLoads {
 				t.Fatalf("LoadUser(%s) called %d times, want %d", tc.user, got, tc.wantLoads)
 			}
 			wantAppends := 0
@@ -125,7 +125,7 @@ func TestBuy(t *testing.T) {
 				wantAppends = 1
 				w = want{coins: tc.wantCoins, items: map[ItemID]int64{tc.item: 1}}
 			}
-			if appends, _ := e.journal.counts(); appends != wantAppends {
+			if appends, _ := e.journal.Counts(); appends != wantAppends {
 				t.Fatalf("%d records appended, want %d", appends, wantAppends)
 			}
 			if tc.coins < StartingCoins {
@@ -142,13 +142,13 @@ func TestBuy(t *testing.T) {
 func TestBuyRecord(t *testing.T) {
 	e := mustNewEnv(t, testConfig(), true, "alice")
 	call := async(func() error { return e.sys.Buy("alice", hoody, "k1") })
-	e.journal.mustWaitHeld(t, 1)
-	rec := e.journal.take(0)
+	e.journal.MustWaitHeld(t, 1)
+	rec := e.journal.Take(0)
 	if rec.Kind != Purchased || rec.User != "alice" || rec.Peer != "" || rec.Item != hoody ||
 		rec.Amount != 300 || rec.Key != "k1" || rec.PasswordHash != nil || rec.Done == nil {
 		t.Fatalf("record = %+v", *rec)
 	}
-	if err := e.store.apply(rec); err != nil {
+	if err := e.store.Apply(rec); err != nil {
 		t.Fatal(err)
 	}
 	rec.Done.JournalDone(nil)
@@ -167,15 +167,15 @@ func TestBuyRecord(t *testing.T) {
 // and the reservation is released.
 func TestBuyJournalRefuses(t *testing.T) {
 	e := mustNewEnv(t, testConfig(), false)
-	e.store.put("alice", stateWith(80))
-	e.journal.setRefuse(func(*Record) error { return ErrOverloaded })
+	e.store.Put("alice", stateWith(80))
+	e.journal.SetRefuse(func(*Record) error { return ErrOverloaded })
 	for range 3 {
 		if err := e.sys.Buy("alice", tshirt, ""); !errors.Is(err, ErrOverloaded) {
 			t.Fatalf("Buy = %v, want ErrOverloaded", err)
 		}
 	}
 	e.mustSee(t, "alice", want{coins: 80, sent: map[string]Coins{"bank": 920}})
-	e.journal.setRefuse(nil)
+	e.journal.SetRefuse(nil)
 	// A leaked reservation would leave nothing available for the t-shirt.
 	if err := e.sys.Buy("alice", tshirt, ""); err != nil {
 		t.Fatalf("Buy after the journal recovered: %v", err)
@@ -191,17 +191,17 @@ func TestBuyJournalFails(t *testing.T) {
 	for _, fail := range []error{ErrClosed, ErrUnavailable, errInjected} {
 		t.Run(fail.Error(), func(t *testing.T) {
 			e := mustNewEnv(t, testConfig(), true)
-			e.store.put("alice", stateWith(80))
+			e.store.Put("alice", stateWith(80))
 			call := async(func() error { return e.sys.Buy("alice", tshirt, "") })
-			e.journal.mustWaitHeld(t, 1)
-			e.journal.completeHeld(0, fail)
+			e.journal.MustWaitHeld(t, 1)
+			e.journal.CompleteHeld(0, fail)
 			if err := mustResult(t, call); !errors.Is(err, fail) {
 				t.Fatalf("Buy = %v, want %v", err, fail)
 			}
 			e.mustSee(t, "alice", want{coins: 80, sent: map[string]Coins{"bank": 920}})
 			call = async(func() error { return e.sys.Buy("alice", tshirt, "") })
-			e.journal.mustWaitHeld(t, 1)
-			e.journal.releaseAll(nil)
+			e.journal.MustWaitHeld(t, 1)
+			e.journal.ReleaseAll(nil)
 			if err := mustResult(t, call); err != nil {
 				t.Fatalf("Buy after a failed record: %v", err)
 			}
@@ -215,9 +215,9 @@ func TestBuyJournalFails(t *testing.T) {
 func TestInfoShowsDurableOnly(t *testing.T) {
 	e := mustNewEnv(t, testConfig(), true, "alice", "bob")
 	buy := async(func() error { return e.sys.Buy("alice", pinkHoody, "") })
-	e.journal.mustWaitHeld(t, 1)
+	e.journal.MustWaitHeld(t, 1)
 	send := async(func() error { return e.sys.Send("alice", "bob", 100, "") })
-	e.journal.mustWaitHeld(t, 2)
+	e.journal.MustWaitHeld(t, 2)
 	for _, u := range []string{"alice", "bob"} {
 		body, err := e.sys.Info(u)
 		if err != nil || string(body) != emptyInfo {
@@ -230,7 +230,7 @@ func TestInfoShowsDurableOnly(t *testing.T) {
 	}
 	mustPending(t, buy)
 	mustPending(t, send)
-	e.journal.completeHeld(0, nil)
+	e.journal.CompleteHeld(0, nil)
 	if err := mustResult(t, buy); err != nil {
 		t.Fatal(err)
 	}
@@ -238,7 +238,7 @@ func TestInfoShowsDurableOnly(t *testing.T) {
 	if body, err := e.sys.Info("bob"); err != nil || string(body) != emptyInfo {
 		t.Fatalf("Info(bob) before the transfer commits = %s, %v", body, err)
 	}
-	e.journal.completeHeld(0, nil)
+	e.journal.CompleteHeld(0, nil)
 	if err := mustResult(t, send); err != nil {
 		t.Fatal(err)
 	}
@@ -280,13 +280,13 @@ func TestInfoCache(t *testing.T) {
 func TestSend(t *testing.T) {
 	e := mustNewEnv(t, testConfig(), true, "alice", "bob")
 	call := async(func() error { return e.sys.Send("alice", "bob", 30, "") })
-	e.journal.mustWaitHeld(t, 1)
-	rec := e.journal.take(0)
+	e.journal.MustWaitHeld(t, 1)
+	rec := e.journal.Take(0)
 	if rec.Kind != Transferred || rec.User != "alice" || rec.Peer != "bob" || rec.Amount != 30 ||
 		rec.Item != 0 || rec.Key != "" || rec.Done == nil {
 		t.Fatalf("record = %+v", *rec)
 	}
-	if err := e.store.apply(rec); err != nil {
+	if err := e.store.Apply(rec); err != nil {
 		t.Fatal(err)
 	}
 	rec.Done.JournalDone(nil)
@@ -297,14 +297,14 @@ func TestSend(t *testing.T) {
 	// record and no waiting.
 	e.mustSee(t, "alice", want{coins: 970, sent: map[string]Coins{"bob": 30}})
 	e.mustSee(t, "bob", want{coins: 1030, received: map[string]Coins{"alice": 30}})
-	if appends, _ := e.journal.counts(); appends != 1 {
+	if appends, _ := e.journal.Counts(); appends != 1 {
 		t.Fatalf("%d records for one transfer", appends)
 	}
 	e.metrics.mustWaitProcessed(t, [kindCount]int64{KindInfo: 2, KindSend: 1, KindCommitted: 1, KindCredit: 1})
 	e.mustQuiet(t)
 
 	// And back, through the batching journal, totals per counterparty.
-	e.journal.setHold(false)
+	e.journal.SetHold(false)
 	for _, amount := range []Coins{5, 7} {
 		if err := e.sys.Send("bob", "alice", amount, ""); err != nil {
 			t.Fatal(err)
@@ -339,7 +339,7 @@ func TestSendRefusals(t *testing.T) {
 				t.Fatalf("Send = %v, want %v", err, tc.wantErr)
 			}
 			e.mustActive(t, tc.wantActive)
-			if appends, _ := e.journal.counts(); appends != 0 {
+			if appends, _ := e.journal.Counts(); appends != 0 {
 				t.Fatalf("a refused transfer appended %d records", appends)
 			}
 			// Nothing was reserved: the whole balance can still be sent.
@@ -365,7 +365,7 @@ func TestUnknownRecipientCached(t *testing.T) {
 			t.Fatalf("Send to nobody = %v", err)
 		}
 	}
-	if n := e.store.loadCount("nobody"); n != 1 {
+	if n := e.store.LoadCount("nobody"); n != 1 {
 		t.Fatalf("store asked %d times for an unknown recipient, want 1", n)
 	}
 	if err := e.sys.Register("nobody", []byte("hash")); err != nil {
@@ -392,16 +392,16 @@ func TestUnknownOutcomeNeverFreesMoney(t *testing.T) {
 				change = func() error { return e.sys.Send("alice", "bob", 500, "k1") }
 			}
 			call := async(change)
-			e.journal.mustWaitHeld(t, 1)
-			rec := e.journal.take(0)
-			if err := e.store.apply(rec); err != nil { // it did commit...
+			e.journal.MustWaitHeld(t, 1)
+			rec := e.journal.Take(0)
+			if err := e.store.Apply(rec); err != nil { // it did commit...
 				t.Fatal(err)
 			}
 			rec.Done.JournalDone(ErrNotDurable) // ...but the journal could not tell
 			if err := mustResult(t, call); !errors.Is(err, ErrNotDurable) {
 				t.Fatalf("%s = %v, want ErrNotDurable", op, err)
 			}
-			e.journal.setHold(false)
+			e.journal.SetHold(false)
 			// The 500 coins may be spent: the stale actor must not spend them again.
 			if err := e.sys.Send("alice", "bob", 1000, ""); err == nil {
 				t.Fatal("the whole balance was sent again after an unknown outcome")
@@ -438,11 +438,11 @@ func TestUnknownOutcomeNeverFreesMoney(t *testing.T) {
 func TestSendJournalOutcomes(t *testing.T) {
 	t.Run("refused", func(t *testing.T) {
 		e := mustNewEnv(t, testConfig(), false, "alice", "bob")
-		e.journal.setRefuse(func(*Record) error { return ErrOverloaded })
+		e.journal.SetRefuse(func(*Record) error { return ErrOverloaded })
 		if err := e.sys.Send("alice", "bob", 1000, ""); !errors.Is(err, ErrOverloaded) {
 			t.Fatalf("Send = %v", err)
 		}
-		e.journal.setRefuse(nil)
+		e.journal.SetRefuse(nil)
 		if err := e.sys.Send("alice", "bob", 1000, ""); err != nil {
 			t.Fatal(err)
 		}
@@ -451,8 +451,8 @@ func TestSendJournalOutcomes(t *testing.T) {
 	t.Run("failed", func(t *testing.T) {
 		e := mustNewEnv(t, testConfig(), true, "alice", "bob")
 		call := async(func() error { return e.sys.Send("alice", "bob", 1000, "") })
-		e.journal.mustWaitHeld(t, 1)
-		e.journal.completeHeld(0, errInjected)
+		e.journal.MustWaitHeld(t, 1)
+		e.journal.CompleteHeld(0, errInjected)
 		if err := mustResult(t, call); !errors.Is(err, errInjected) {
 			t.Fatalf("Send = %v", err)
 		}
@@ -474,7 +474,7 @@ func TestInflightLimit(t *testing.T) {
 		async(func() error { return e.sys.Buy("alice", pen, "") }),
 		async(func() error { return e.sys.Buy("alice", pen, "") }),
 	}
-	e.journal.mustWaitHeld(t, 2)
+	e.journal.MustWaitHeld(t, 2)
 	if err := e.sys.Buy("alice", pen, ""); !errors.Is(err, ErrOverloaded) {
 		t.Fatalf("Buy over the limit = %v", err)
 	}
@@ -487,16 +487,16 @@ func TestInflightLimit(t *testing.T) {
 	if _, err := e.sys.Info("bob"); err != nil {
 		t.Fatalf("another user: %v", err)
 	}
-	if held := e.journal.heldCount(); held != 2 {
+	if held := e.journal.HeldCount(); held != 2 {
 		t.Fatalf("%d records appended, want 2", held)
 	}
-	e.journal.releaseAll(nil)
+	e.journal.ReleaseAll(nil)
 	for _, c := range calls {
 		if err := mustResult(t, c); err != nil {
 			t.Fatal(err)
 		}
 	}
-	e.journal.setHold(false)
+	e.journal.SetHold(false)
 	if err := e.sys.Buy("alice", pen, ""); err != nil {
 		t.Fatalf("Buy after the backlog cleared: %v", err)
 	}
@@ -514,13 +514,13 @@ func TestHotReceiverNotLimited(t *testing.T) {
 		async(func() error { return e.sys.Send("alice", "bob", 5, "") }),
 		async(func() error { return e.sys.Send("carol", "bob", 5, "") }),
 	}
-	e.journal.mustWaitHeld(t, 2)
+	e.journal.MustWaitHeld(t, 2)
 	if _, err := e.sys.Info("bob"); err != nil {
 		t.Fatalf("bob's Info with two credits pending: %v", err)
 	}
 	buy := async(func() error { return e.sys.Buy("bob", pen, "") })
-	e.journal.mustWaitHeld(t, 3)
-	e.journal.releaseAll(nil)
+	e.journal.MustWaitHeld(t, 3)
+	e.journal.ReleaseAll(nil)
 	for _, c := range append(calls, buy) {
 		if err := mustResult(t, c); err != nil {
 			t.Fatal(err)
@@ -544,7 +544,7 @@ func TestWriteTimeout(t *testing.T) {
 	if err := e.sys.Send("alice", "bob", 100, ""); !errors.Is(err, ErrNotDurable) {
 		t.Fatalf("Send = %v, want ErrNotDurable", err)
 	}
-	if held := e.journal.heldCount(); held != 2 {
+	if held := e.journal.HeldCount(); held != 2 {
 		t.Fatalf("%d records held, want 2", held)
 	}
 	// A retry with the key while the record is in flight learns nothing new.
@@ -553,14 +553,14 @@ func TestWriteTimeout(t *testing.T) {
 	}
 	e.mustSee(t, "alice", want{coins: 1000})
 	// Late commits: the actor applies them; the callers are long gone.
-	e.journal.releaseAll(nil)
+	e.journal.ReleaseAll(nil)
 	e.mustSee(t, "alice", want{coins: 820, items: map[ItemID]int64{tshirt: 1}, sent: map[string]Coins{"bob": 100}})
 	e.mustSee(t, "bob", want{coins: 1100, received: map[string]Coins{"alice": 100}})
 	// A retry now gets the committed outcome and applies nothing again.
 	if err := e.sys.Buy("alice", tshirt, "buy-1"); err != nil {
 		t.Fatalf("retry after the commit = %v", err)
 	}
-	if held := e.journal.heldCount(); held != 0 {
+	if held := e.journal.HeldCount(); held != 0 {
 		t.Fatalf("the retry appended %d records", held)
 	}
 	e.mustSee(t, "alice", want{coins: 820, items: map[ItemID]int64{tshirt: 1}, sent: map[string]Coins{"bob": 100}})
@@ -579,7 +579,7 @@ func TestReadTimeout(t *testing.T) {
 	entered, gate := make(chan struct{}), make(chan struct{})
 	// Stall alice's actor inside Receive (a test-only breach of "Receive
 	// never blocks") so that no read can be answered in time.
-	e.journal.setRefuse(func(*Record) error {
+	e.journal.SetRefuse(func(*Record) error {
 		close(entered)
 		<-gate
 		return nil
@@ -589,7 +589,7 @@ func TestReadTimeout(t *testing.T) {
 	if _, err := e.sys.Info("alice"); !errors.Is(err, ErrUnavailable) {
 		t.Fatalf("Info from a stalled actor = %v, want ErrUnavailable", err)
 	}
-	e.journal.setRefuse(nil)
+	e.journal.SetRefuse(nil)
 	close(gate)
 	if err := mustResult(t, buy); err != nil {
 		t.Fatal(err)
@@ -608,14 +608,14 @@ func TestRegister(t *testing.T) {
 		}
 		e.mustActive(t, 1)
 		e.mustSee(t, "alice", want{coins: 1000})
-		if st, _ := e.store.state("alice"); string(st.PasswordHash) != "h1" {
+		if st, _ := e.store.State("alice"); string(st.PasswordHash) != "h1" {
 			t.Fatalf("stored hash %q", st.PasswordHash)
 		}
 		acc, err := e.sys.Lookup("alice")
 		if err != nil || string(acc.PasswordHash()) != "h1" {
 			t.Fatalf("Lookup = %q, %v", acc.PasswordHash(), err)
 		}
-		if got := e.store.loadCount("alice"); got != 0 {
+		if got := e.store.LoadCount("alice"); got != 0 {
 			t.Fatalf("a registered user was loaded %d times", got)
 		}
 		// Usable at once, as sender and recipient.
@@ -635,7 +635,7 @@ func TestRegister(t *testing.T) {
 		if err := e.sys.Register("alice", []byte("other")); !errors.Is(err, ErrUserExists) {
 			t.Fatalf("Register = %v, want ErrUserExists", err)
 		}
-		if appends, _ := e.journal.counts(); appends != 0 {
+		if appends, _ := e.journal.Counts(); appends != 0 {
 			t.Fatalf("%d records appended for a resident user", appends)
 		}
 		e.mustSee(t, "alice", want{coins: 1000})
@@ -653,13 +653,13 @@ func TestRegister(t *testing.T) {
 		}
 		e.mustActive(t, 0)
 		e.mustSee(t, "alice", want{coins: 980, items: map[ItemID]int64{cup: 1}})
-		if st, _ := e.store.state("alice"); string(st.PasswordHash) != "hash:alice" {
+		if st, _ := e.store.State("alice"); string(st.PasswordHash) != "hash:alice" {
 			t.Fatalf("hash overwritten: %q", st.PasswordHash)
 		}
 	})
 	t.Run("journal refuses", func(t *testing.T) {
 		e := mustNewEnv(t, testConfig(), false)
-		e.journal.setRefuse(func(*Record) error { return ErrOverloaded })
+		e.journal.SetRefuse(func(*Record) error { return ErrOverloaded })
 		if err := e.sys.Register("alice", []byte("h")); !errors.Is(err, ErrOverloaded) {
 			t.Fatalf("Register = %v", err)
 		}
@@ -667,7 +667,7 @@ func TestRegister(t *testing.T) {
 		if _, err := e.sys.Info("alice"); !errors.Is(err, ErrUnknownUser) {
 			t.Fatalf("Info after a refused registration = %v", err)
 		}
-		e.journal.setRefuse(nil)
+		e.journal.SetRefuse(nil)
 		if err := e.sys.Register("alice", []byte("h")); err != nil {
 			t.Fatalf("retry: %v", err)
 		}
@@ -675,11 +675,11 @@ func TestRegister(t *testing.T) {
 	})
 	t.Run("record fails", func(t *testing.T) {
 		e := mustNewEnv(t, testConfig(), false)
-		e.journal.setFail(func(*Record) error { return errInjected })
+		e.journal.SetFail(func(*Record) error { return errInjected })
 		if err := e.sys.Register("alice", []byte("h")); !errors.Is(err, errInjected) {
 			t.Fatalf("Register = %v", err)
 		}
-		e.journal.setFail(nil)
+		e.journal.SetFail(nil)
 		if _, err := e.sys.Info("alice"); !errors.Is(err, ErrUnknownUser) {
 			t.Fatalf("Info after a failed registration = %v", err)
 		}
@@ -694,12 +694,12 @@ func TestRegister(t *testing.T) {
 		if err := e.sys.Register("alice", []byte("h")); !errors.Is(err, ErrNotDurable) {
 			t.Fatalf("Register = %v, want ErrNotDurable", err)
 		}
-		e.journal.releaseAll(nil) // it commits after all
+		e.journal.ReleaseAll(nil) // it commits after all
 		e.mustSee(t, "alice", want{coins: 1000})
 		if err := e.sys.Register("alice", []byte("h2")); !errors.Is(err, ErrUserExists) {
 			t.Fatalf("Register after the late commit = %v", err)
 		}
-		if st, _ := e.store.state("alice"); string(st.PasswordHash) != "h" {
+		if st, _ := e.store.State("alice"); string(st.PasswordHash) != "h" {
 			t.Fatalf("stored hash %q", st.PasswordHash)
 		}
 	})
@@ -723,7 +723,7 @@ func TestRegisterConcurrent(t *testing.T) {
 		close(start)
 		wg.Wait()
 		winner := mustOneWinner(t, errs)
-		if st, _ := e.store.state("alice"); string(st.PasswordHash) != fmt.Sprintf("h%d", winner) {
+		if st, _ := e.store.State("alice"); string(st.PasswordHash) != fmt.Sprintf("h%d", winner) {
 			t.Fatalf("stored hash %q, winner %d", st.PasswordHash, winner)
 		}
 		if acc, err := e.sys.Lookup("alice"); err != nil || string(acc.PasswordHash()) != fmt.Sprintf("h%d", winner) {
@@ -735,19 +735,19 @@ func TestRegisterConcurrent(t *testing.T) {
 		e := mustNewEnv(t, testConfig(), true)
 		errs := make([]error, n)
 		first := async(func() error { return e.sys.Register("alice", []byte("h0")) })
-		e.journal.mustWaitHeld(t, 1)
+		e.journal.MustWaitHeld(t, 1)
 		awaiting := goroutinesIn("merch/actors.(*System).await")
 		var wg sync.WaitGroup
 		for i := 1; i < n; i++ {
 			wg.Go(func() { errs[i] = e.sys.Register("alice", fmt.Appendf(nil, "h%d", i)) })
 		}
 		mustPoll(t, "registrations parked on the first", func() bool {
-			return goroutinesIn("merch/actors.(*System).await")-awaiting >= n-1 || e.journal.heldCount() > 1
+			return goroutinesIn("merch/actors.(*System).await")-awaiting >= n-1 || e.journal.HeldCount() > 1
 		})
-		if held := e.journal.heldCount(); held != 1 {
+		if held := e.journal.HeldCount(); held != 1 {
 			t.Fatalf("%d Registered records for one name", held)
 		}
-		e.journal.releaseAll(nil)
+		e.journal.ReleaseAll(nil)
 		errs[0] = mustResult(t, first)
 		wg.Wait()
 		if winner := mustOneWinner(t, errs); winner != 0 {
@@ -784,12 +784,10 @@ func TestSingleFlightActivation(t *testing.T) {
 	const n = 8
 	e := mustNewEnv(t, testConfig(), false, "alice", "bob")
 	gate := make(chan struct{})
-	e.store.mu.Lock()
-	e.store.gate = gate
-	e.store.mu.Unlock()
+	e.store.SetGate(gate)
 	awaiting := goroutinesIn("merch/actors.(*System).await")
 	calls := []<-chan error{async(func() error { _, err := e.sys.Info("alice"); return err })}
-	mustWait(t, &e.store.changes, "the first load", func() bool { return e.store.loadCount("alice") == 1 })
+	Fakes.MustWait(t, e.store, "the first load", func() bool { return e.store.LoadCount("alice") == 1 })
 	for i := 1; i < n; i++ {
 		calls = append(calls, async(func() error {
 			switch i % 4 {
@@ -809,7 +807,7 @@ func TestSingleFlightActivation(t *testing.T) {
 	// flight were broken) inside a load of its own.
 	mustPoll(t, "callers parked on the first load", func() bool {
 		parked := goroutinesIn("merch/actors.(*System).await") - awaiting
-		return parked+e.store.loadCount("alice")-1 >= n-1
+		return parked+e.store.LoadCount("alice")-1 >= n-1
 	})
 	close(gate)
 	for _, c := range calls {
@@ -817,7 +815,7 @@ func TestSingleFlightActivation(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if got := e.store.loadCount("alice"); got != 1 {
+	if got := e.store.LoadCount("alice"); got != 1 {
 		t.Fatalf("LoadUser(alice) called %d times, want 1", got)
 	}
 	if got := e.metrics.activated.Load(); got != 2 {
@@ -833,11 +831,9 @@ func TestSlowLoad(t *testing.T) {
 	cfg.ReadTimeout = shortTimeout
 	e := mustNewEnv(t, cfg, false, "alice")
 	gate := make(chan struct{})
-	e.store.mu.Lock()
-	e.store.gate = gate
-	e.store.mu.Unlock()
+	e.store.SetGate(gate)
 	loader := async(func() error { _, err := e.sys.Info("alice"); return err })
-	mustWait(t, &e.store.changes, "the load", func() bool { return e.store.loadCount("alice") == 1 })
+	Fakes.MustWait(t, e.store, "the load", func() bool { return e.store.LoadCount("alice") == 1 })
 	if _, err := e.sys.Info("alice"); !errors.Is(err, ErrUnavailable) {
 		t.Fatalf("Info waiting on a slow load = %v, want ErrUnavailable", err)
 	}
@@ -850,7 +846,7 @@ func TestSlowLoad(t *testing.T) {
 	if body, err := e.sys.Info("alice"); err != nil || string(body) != emptyInfo {
 		t.Fatalf("Info after the load = %s, %v", body, err)
 	}
-	if got := e.store.loadCount("alice"); got != 1 {
+	if got := e.store.LoadCount("alice"); got != 1 {
 		t.Fatalf("LoadUser called %d times, want 1", got)
 	}
 }
@@ -860,12 +856,10 @@ func TestSlowLoad(t *testing.T) {
 func TestRegisterDuringLoad(t *testing.T) {
 	e := mustNewEnv(t, testConfig(), false)
 	gate := make(chan struct{})
-	e.store.mu.Lock()
-	e.store.gate = gate
-	e.store.mu.Unlock()
+	e.store.SetGate(gate)
 	awaiting := goroutinesIn("merch/actors.(*System).await")
 	info := async(func() error { _, err := e.sys.Info("newbie"); return err })
-	mustWait(t, &e.store.changes, "the load", func() bool { return e.store.loadCount("newbie") == 1 })
+	Fakes.MustWait(t, e.store, "the load", func() bool { return e.store.LoadCount("newbie") == 1 })
 	register := async(func() error { return e.sys.Register("newbie", []byte("h")) })
 	mustPoll(t, "the registration parked on the load", func() bool {
 		return goroutinesIn("merch/actors.(*System).await") > awaiting
@@ -885,16 +879,16 @@ func TestRegisterDuringLoad(t *testing.T) {
 func TestLoadFailures(t *testing.T) {
 	tests := []struct {
 		name    string
-		setup   func(s *fakeStore)
+		setup   func(s TestStore)
 		wantErr error
 	}{
-		{"store error", func(s *fakeStore) { s.loadErr["alice"] = errInjected }, ErrUnavailable},
-		{"broken invariant", func(s *fakeStore) {
+		{"store error", func(s TestStore) { s.SetLoadErr("alice", errInjected) }, ErrUnavailable},
+		{"broken invariant", func(s TestStore) {
 			st := stateWith(1000)
 			st.Coins = 1001
-			s.put("alice", st)
+			s.Put("alice", st)
 		}, ErrUnavailable},
-		{"unknown", func(s *fakeStore) { delete(s.users, "alice") }, ErrUnknownUser},
+		{"unknown", func(s TestStore) { s.Delete("alice") }, ErrUnknownUser},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -916,14 +910,12 @@ func TestLoadFailures(t *testing.T) {
 			if _, err := e.sys.Lookup("alice"); !errors.Is(err, tc.wantErr) {
 				t.Fatalf("Lookup = %v, want %v", err, tc.wantErr)
 			}
-			if got := e.store.loadCount("alice"); got != 4 {
+			if got := e.store.LoadCount("alice"); got != 4 {
 				t.Fatalf("LoadUser called %d times, want once per request", got)
 			}
 			e.mustActive(t, 1) // bob
-			e.store.mu.Lock()
-			delete(e.store.loadErr, "alice")
-			e.store.users["alice"] = &storedUser{coins: 1000}
-			e.store.mu.Unlock()
+			e.store.SetLoadErr("alice", nil)
+			e.store.Put("alice", UserState{Coins: 1000})
 			if err := e.sys.Buy("alice", pen, ""); err != nil {
 				t.Fatalf("Buy once the store works: %v", err)
 			}
@@ -947,7 +939,7 @@ func TestLookup(t *testing.T) {
 	if err != nil || again.Digest() != d {
 		t.Fatalf("digest not remembered: %v, %v", again.Digest(), err)
 	}
-	if got := e.store.loadCount("alice"); got != 1 {
+	if got := e.store.LoadCount("alice"); got != 1 {
 		t.Fatalf("LoadUser called %d times", got)
 	}
 	if _, err := e.sys.Lookup("nobody"); !errors.Is(err, ErrUnknownUser) {
@@ -1017,7 +1009,7 @@ func TestPassivation(t *testing.T) {
 	e.mustSee(t, "alice", want{coins: 900, items: map[ItemID]int64{book: 1}, sent: map[string]Coins{"bob": 50}})
 	e.mustSee(t, "bob", want{coins: 1050, received: map[string]Coins{"alice": 50}})
 	for _, u := range []string{"alice", "bob"} {
-		if got := e.store.loadCount(u); got != 2 {
+		if got := e.store.LoadCount(u); got != 2 {
 			t.Fatalf("LoadUser(%s) called %d times, want 2", u, got)
 		}
 	}
@@ -1043,24 +1035,24 @@ func TestNoPassivationWhilePinned(t *testing.T) {
 	events := mustEventLog(t, e.engine)
 	buy := async(func() error { return e.sys.Buy("alice", cup, "") })
 	send := async(func() error { return e.sys.Send("carol", "bob", 7, "") })
-	e.journal.mustWaitHeld(t, 2)
+	e.journal.MustWaitHeld(t, 2)
 	for range 3 {
 		if n := e.sys.PassivateIdle(0); n != 3 {
 			t.Fatalf("%d resident while three are pinned", n)
 		}
 	}
-	e.journal.releaseAll(nil)
+	e.journal.ReleaseAll(nil)
 	for _, c := range []<-chan error{buy, send} {
 		if err := mustResult(t, c); err != nil {
 			t.Fatal(err)
 		}
 	}
 	// Once answered, nothing is pinned: the janitor passivates all three.
-	mustWait(t, &e.metrics.changes, "the janitor to passivate all", func() bool {
+	Fakes.MustWait(t, e.metrics.changes, "the janitor to passivate all", func() bool {
 		return e.sys.Stats().Active == 0
 	})
 	e.mustActive(t, 0)
-	e.journal.setHold(false)
+	e.journal.SetHold(false)
 	e.mustSee(t, "alice", want{coins: 980, items: map[ItemID]int64{cup: 1}})
 	e.mustSee(t, "bob", want{coins: 1007, received: map[string]Coins{"carol": 7}})
 	e.mustSee(t, "carol", want{coins: 993, sent: map[string]Coins{"bob": 7}})
@@ -1078,7 +1070,7 @@ func TestIdempotency(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		if appends, _ := e.journal.counts(); appends != 2 {
+		if appends, _ := e.journal.Counts(); appends != 2 {
 			t.Fatalf("%d records for two keyed changes", appends)
 		}
 		e.mustSee(t, "alice", want{coins: 880, items: map[ItemID]int64{cup: 1}, sent: map[string]Coins{"bob": 100}})
@@ -1112,7 +1104,7 @@ func TestIdempotency(t *testing.T) {
 				t.Errorf("%s: %v, want ErrKeyReused", r.name, err)
 			}
 		}
-		if appends, _ := e.journal.counts(); appends != 2 {
+		if appends, _ := e.journal.Counts(); appends != 2 {
 			t.Fatalf("%d records appended", appends)
 		}
 		e.mustSee(t, "alice", want{coins: 880, items: map[ItemID]int64{cup: 1}, sent: map[string]Coins{"bob": 100}})
@@ -1122,7 +1114,7 @@ func TestIdempotency(t *testing.T) {
 		e := mustNewEnv(t, testConfig(), true, "alice", "bob")
 		buy := async(func() error { return e.sys.Buy("alice", cup, "b1") })
 		send := async(func() error { return e.sys.Send("alice", "bob", 5, "s1") })
-		e.journal.mustWaitHeld(t, 2)
+		e.journal.MustWaitHeld(t, 2)
 		if err := e.sys.Buy("alice", cup, "b1"); !errors.Is(err, ErrKeyInFlight) {
 			t.Fatalf("duplicate buy = %v, want ErrKeyInFlight", err)
 		}
@@ -1132,31 +1124,31 @@ func TestIdempotency(t *testing.T) {
 		if err := e.sys.Buy("alice", pen, "b1"); !errors.Is(err, ErrKeyReused) {
 			t.Fatalf("different request = %v, want ErrKeyReused", err)
 		}
-		e.journal.releaseAll(nil)
+		e.journal.ReleaseAll(nil)
 		for _, c := range []<-chan error{buy, send} {
 			if err := mustResult(t, c); err != nil {
 				t.Fatal(err)
 			}
 		}
-		e.journal.setHold(false)
+		e.journal.SetHold(false)
 		if err := e.sys.Buy("alice", cup, "b1"); err != nil {
 			t.Fatalf("after commit: %v", err)
 		}
-		if appends, _ := e.journal.counts(); appends != 2 {
+		if appends, _ := e.journal.Counts(); appends != 2 {
 			t.Fatalf("%d records appended", appends)
 		}
 		e.mustSee(t, "alice", want{coins: 975, items: map[ItemID]int64{cup: 1}, sent: map[string]Coins{"bob": 5}})
 	})
 	t.Run("refused append forgets the key", func(t *testing.T) {
 		e := mustNewEnv(t, testConfig(), false, "alice", "bob")
-		e.journal.setRefuse(func(*Record) error { return ErrOverloaded })
+		e.journal.SetRefuse(func(*Record) error { return ErrOverloaded })
 		if err := e.sys.Buy("alice", cup, "b1"); !errors.Is(err, ErrOverloaded) {
 			t.Fatal(err)
 		}
 		if err := e.sys.Send("alice", "bob", 5, "s1"); !errors.Is(err, ErrOverloaded) {
 			t.Fatal(err)
 		}
-		e.journal.setRefuse(nil)
+		e.journal.SetRefuse(nil)
 		if err := e.sys.Buy("alice", cup, "b1"); err != nil {
 			t.Fatalf("retry: %v", err)
 		}
@@ -1168,16 +1160,16 @@ func TestIdempotency(t *testing.T) {
 	t.Run("failed record forgets the key", func(t *testing.T) {
 		e := mustNewEnv(t, testConfig(), true, "alice", "bob")
 		buy := async(func() error { return e.sys.Buy("alice", cup, "b1") })
-		e.journal.mustWaitHeld(t, 1)
+		e.journal.MustWaitHeld(t, 1)
 		send := async(func() error { return e.sys.Send("alice", "bob", 5, "s1") })
-		e.journal.mustWaitHeld(t, 2)
-		e.journal.releaseAll(ErrClosed)
+		e.journal.MustWaitHeld(t, 2)
+		e.journal.ReleaseAll(ErrClosed)
 		for _, c := range []<-chan error{buy, send} {
 			if err := mustResult(t, c); !errors.Is(err, ErrClosed) {
 				t.Fatalf("outcome %v, want ErrClosed", err)
 			}
 		}
-		e.journal.setHold(false)
+		e.journal.SetHold(false)
 		if err := e.sys.Buy("alice", cup, "b1"); err != nil {
 			t.Fatalf("retry: %v", err)
 		}
@@ -1194,7 +1186,7 @@ func TestIdempotency(t *testing.T) {
 			{Key: "b1", Kind: Purchased, Item: cup, Amount: 20},
 			{Key: "s1", Kind: Transferred, Peer: "bob", Amount: 40},
 		}
-		e.store.put("alice", st)
+		e.store.Put("alice", st)
 		if err := e.sys.Buy("alice", cup, "b1"); err != nil {
 			t.Fatalf("replayed buy: %v", err)
 		}
@@ -1207,7 +1199,7 @@ func TestIdempotency(t *testing.T) {
 		if err := e.sys.Send("alice", "carol", 40, "s1"); !errors.Is(err, ErrKeyReused) {
 			t.Fatalf("reused send key = %v", err)
 		}
-		if appends, _ := e.journal.counts(); appends != 0 {
+		if appends, _ := e.journal.Counts(); appends != 0 {
 			t.Fatalf("replays appended %d records", appends)
 		}
 		e.mustSee(t, "alice", want{coins: 940, items: map[ItemID]int64{cup: 1}, sent: map[string]Coins{"bob": 40}})
@@ -1232,14 +1224,14 @@ func TestIdempotency(t *testing.T) {
 		if err := e.sys.Send("alice", "bob", 6, "s1"); !errors.Is(err, ErrKeyReused) {
 			t.Fatalf("reused key after reload = %v", err)
 		}
-		if appends, _ := e.journal.counts(); appends != 2 {
+		if appends, _ := e.journal.Counts(); appends != 2 {
 			t.Fatalf("%d records appended", appends)
 		}
 		e.mustSee(t, "alice", want{coins: 975, items: map[ItemID]int64{cup: 1}, sent: map[string]Coins{"bob": 5}})
 	})
 	t.Run("refusal replays", func(t *testing.T) {
 		e := mustNewEnv(t, testConfig(), false, "bob")
-		e.store.put("alice", stateWith(10))
+		e.store.Put("alice", stateWith(10))
 		if err := e.sys.Buy("alice", cup, "b1"); !errors.Is(err, ErrInsufficientCoins) {
 			t.Fatalf("Buy = %v", err)
 		}
@@ -1288,13 +1280,13 @@ func TestIdempotencyBeyondMemory(t *testing.T) {
 		for i := range KeysPerUserMax + 1 {
 			st.Keys = append(st.Keys, keyed(i))
 		}
-		e.store.put("alice", st)
+		e.store.Put("alice", st)
 		// old1 is in memory: no store lookup.
 		if err := e.sys.Send("alice", "bob", 1, "old1"); err != nil {
 			t.Fatalf("recent key: %v", err)
 		}
-		if e.store.keyChecks != 0 {
-			t.Fatalf("%d store lookups for a key in memory", e.store.keyChecks)
+		if e.store.KeyChecks() != 0 {
+			t.Fatalf("%d store lookups for a key in memory", e.store.KeyChecks())
 		}
 		// old0 was not loaded: the store has it.
 		if err := e.sys.Send("alice", "bob", 1, "old0"); err != nil {
@@ -1306,25 +1298,23 @@ func TestIdempotencyBeyondMemory(t *testing.T) {
 		if err := e.sys.Buy("alice", cup, "old0"); !errors.Is(err, ErrKeyReused) {
 			t.Fatalf("reused key only in the store = %v", err)
 		}
-		if appends, _ := e.journal.counts(); appends != 0 {
+		if appends, _ := e.journal.Counts(); appends != 0 {
 			t.Fatalf("replays appended %d records", appends)
 		}
 		// A key nobody used is checked, then applied once.
 		if err := e.sys.Buy("alice", cup, "new"); err != nil {
 			t.Fatalf("new key: %v", err)
 		}
-		checks := e.store.keyChecks
+		checks := e.store.KeyChecks()
 		if err := e.sys.Buy("alice", cup, "new"); err != nil {
 			t.Fatalf("replayed new key: %v", err)
 		}
-		if e.store.keyChecks != checks {
+		if e.store.KeyChecks() != checks {
 			t.Fatal("a key applied in memory was looked up in the store")
 		}
 		e.mustSee(t, "alice", want{coins: 980, items: map[ItemID]int64{cup: 1}})
 		// The store failing: unavailable, nothing changed.
-		e.store.mu.Lock()
-		e.store.keyErr = errInjected
-		e.store.mu.Unlock()
+		e.store.SetKeyErr(errInjected)
 		if err := e.sys.Buy("alice", cup, "other"); !errors.Is(err, ErrUnavailable) {
 			t.Fatalf("Buy while the key lookup fails = %v", err)
 		}
@@ -1332,20 +1322,20 @@ func TestIdempotencyBeyondMemory(t *testing.T) {
 	})
 	t.Run("overflowed", func(t *testing.T) {
 		e := mustNewEnv(t, testConfig(), false, "bob")
-		e.store.put("alice", stateWith(2000))
+		e.store.Put("alice", stateWith(2000))
 		for i := range KeysPerUserMax + 1 {
 			if err := e.sys.Send("alice", "bob", 1, fmt.Sprintf("k%d", i)); err != nil {
 				t.Fatal(err)
 			}
 		}
-		if e.store.keyChecks != 0 {
-			t.Fatalf("%d store lookups before anything was forgotten", e.store.keyChecks)
+		if e.store.KeyChecks() != 0 {
+			t.Fatalf("%d store lookups before anything was forgotten", e.store.KeyChecks())
 		}
 		if err := e.sys.Send("alice", "bob", 1, "k0"); err != nil {
 			t.Fatalf("forgotten key: %v", err)
 		}
-		if e.store.keyChecks != 1 {
-			t.Fatalf("%d store lookups, want 1", e.store.keyChecks)
+		if e.store.KeyChecks() != 1 {
+			t.Fatalf("%d store lookups, want 1", e.store.KeyChecks())
 		}
 		if err := e.sys.Send("alice", "bob", 1, "k1000"); err != nil {
 			t.Fatalf("remembered key: %v", err)
@@ -1397,7 +1387,7 @@ func TestPanicRecovery(t *testing.T) {
 	cfg.SweepInterval = time.Millisecond // the janitor runs all along
 	e := mustNewEnv(t, cfg, true, "alice", "bob")
 	events := mustEventLog(t, e.engine)
-	e.journal.setRefuse(func(rec *Record) error {
+	e.journal.SetRefuse(func(rec *Record) error {
 		if rec.Kind == Purchased && rec.Item == socks {
 			panic("injected: journal append panicked")
 		}
@@ -1406,7 +1396,7 @@ func TestPanicRecovery(t *testing.T) {
 	// A purchase in flight pins alice, so the janitor cannot rebuild her
 	// before the assertions below.
 	buy := async(func() error { return e.sys.Buy("alice", cup, "") })
-	e.journal.mustWaitHeld(t, 1)
+	e.journal.MustWaitHeld(t, 1)
 
 	if err := e.sys.Buy("alice", socks, ""); !errors.Is(err, ErrInternal) {
 		t.Fatalf("Buy that panicked = %v, want ErrInternal", err)
@@ -1426,26 +1416,26 @@ func TestPanicRecovery(t *testing.T) {
 	}
 	// A credit to the broken actor: durable in the store, answered.
 	credit := async(func() error { return e.sys.Send("bob", "alice", 5, "") })
-	e.journal.mustWaitHeld(t, 2)
+	e.journal.MustWaitHeld(t, 2)
 	if got := e.metrics.passivated.Load(); got != 0 {
 		t.Fatalf("a pinned broken actor was passivated")
 	}
-	if got := e.store.loadCount("alice"); got != 1 {
+	if got := e.store.LoadCount("alice"); got != 1 {
 		t.Fatalf("reloaded while pinned: %d loads", got)
 	}
-	e.journal.releaseAll(nil)
+	e.journal.ReleaseAll(nil)
 	if err := mustResult(t, buy); err != nil {
 		t.Fatalf("a committed purchase on a broken actor = %v", err)
 	}
 	if err := mustResult(t, credit); err != nil {
 		t.Fatalf("a committed credit to a broken actor = %v", err)
 	}
-	mustWait(t, &e.metrics.changes, "the janitor to drop the broken actor", func() bool {
+	Fakes.MustWait(t, e.metrics.changes, "the janitor to drop the broken actor", func() bool {
 		return e.metrics.passivated.Load() >= 1
 	})
-	e.journal.setHold(false)
+	e.journal.SetHold(false)
 	e.mustSee(t, "alice", want{coins: 985, items: map[ItemID]int64{cup: 1}, received: map[string]Coins{"bob": 5}})
-	if got := e.store.loadCount("alice"); got != 2 {
+	if got := e.store.LoadCount("alice"); got != 2 {
 		t.Fatalf("LoadUser(alice) called %d times, want 2", got)
 	}
 	e.mustSee(t, "bob", want{coins: 995, sent: map[string]Coins{"alice": 5}})
@@ -1461,10 +1451,10 @@ func TestPanicRecovery(t *testing.T) {
 
 func TestConfigValidate(t *testing.T) {
 	engine := mustEngine(t)
-	store := mustStore(t)
+	store := Fakes.MustStore(t)
 	good := func() Config {
 		c := testConfig()
-		c.Engine, c.Journal, c.Store, c.Metrics = engine, mustJournal(t, store, 1), store, NopMetrics{}
+		c.Engine, c.Journal, c.Store, c.Metrics = engine, Fakes.MustJournal(t, store, 1), store, NopMetrics{}
 		return c
 	}
 	tests := []struct {

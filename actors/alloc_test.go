@@ -17,7 +17,7 @@ import (
 // cached info body, directory lookup without converting the name) adds
 // nothing. Buy adds the journal record (it escapes through the Journal
 // interface) and the completion's PopN (the actor is still running when
-// instantJournal completes, so nothing is scheduled). Send adds the credit's
+// the sync journal completes, so nothing is scheduled). Send adds the credit's
 // delivery to the recipient's idle actor (PopN + closure).
 func TestAllocBudgets(t *testing.T) {
 	s := mustBenchSystem(t, "alice", "bob")

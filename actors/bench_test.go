@@ -1,41 +1,22 @@
 package actors
 
-import (
-	"context"
-	"testing"
-)
+import "testing"
 
-// instantJournal commits every record inside Append. JournalDone runs on the
-// appending actor's goroutine, inside its Receive: that is safe because it
-// only enqueues the outcome in the same actor's mailbox, which the actor
-// reads after the current message. It isolates the actors' own cost.
-type instantJournal struct{}
-
-func (instantJournal) Append(rec *Record) error {
-	rec.Done.JournalDone(nil)
-	return nil
-}
-
-// richStore serves users with a balance no benchmark can spend.
-type richStore struct{}
-
+// richCoins is a balance no benchmark can spend.
 const richCoins = StartingCoins + 1<<50
 
-func (richStore) LoadUser(_ context.Context, name string) (UserState, error) {
-	return UserState{PasswordHash: []byte("hash"), Coins: richCoins,
-		Received: []Counterparty{{"bank", richCoins - StartingCoins}}}, nil
-}
-
-func (richStore) KeyApplied(context.Context, string, string) (KeyedRequest, bool, error) {
-	return KeyedRequest{}, false, nil
-}
-
-// mustBenchSystem returns a System over richStore and instantJournal with
-// users resident.
+// mustBenchSystem returns a System with users resident, over a store that
+// holds them with richCoins and a journal that commits inside Append
+// (actorstest.NewSyncJournal): it isolates the actors' own cost.
 func mustBenchSystem(tb testing.TB, users ...string) *System {
 	tb.Helper()
+	store := Fakes.MustStore(tb)
+	for _, u := range users {
+		store.Put(u, UserState{PasswordHash: []byte("hash"), Coins: richCoins,
+			Received: []Counterparty{{"bank", richCoins - StartingCoins}}})
+	}
 	cfg := testConfig()
-	cfg.Engine, cfg.Journal, cfg.Store, cfg.Metrics = mustEngine(tb), instantJournal{}, richStore{}, NopMetrics{}
+	cfg.Engine, cfg.Journal, cfg.Store, cfg.Metrics = mustEngine(tb), Fakes.NewSyncJournal(store), store, NopMetrics{}
 	s, err := NewSystem(cfg)
 	if err != nil {
 		tb.Fatal(err)

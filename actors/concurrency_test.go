@@ -1,8 +1,6 @@
 package actors
 
 import (
-	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -192,7 +190,7 @@ func TestConcurrentStorm(t *testing.T) {
 	if transfers < goroutines*opsPer/4 || bought < 20 || len(total.sent) < users {
 		t.Fatalf("too few successes to mean anything: %d transfers, %d items", transfers, bought)
 	}
-	if appends, completed := e.journal.counts(); appends != completed {
+	if appends, completed := e.journal.Counts(); appends != completed {
 		t.Fatalf("%d records appended, %d completed", appends, completed)
 	}
 	e.mustQuiet(t)
@@ -219,31 +217,11 @@ func indexOf(names []string, name string) int {
 // goroutine.
 func mustMatchWalletLoose(tb testing.TB, body []byte, w *Wallet) {
 	tb.Helper()
-	var got infoBody
-	if err := jsonUnmarshalStrict(body, &got); err != nil {
+	st, err := Fakes.InfoState(body)
+	if err != nil {
 		tb.Errorf("info %s: %v", body, err)
 		return
 	}
-	if got.Inventory == nil || got.CoinHistory.Received == nil || got.CoinHistory.Sent == nil {
-		tb.Errorf("null array in %s", body)
-		return
-	}
-	st := UserState{Coins: got.Coins}
-	for _, it := range got.Inventory {
-		id, ok := LookupItem([]byte(it.Type))
-		if !ok {
-			tb.Errorf("unknown item in %s", body)
-			return
-		}
-		st.Inventory[id] = it.Quantity
-	}
-	for _, c := range got.CoinHistory.Received {
-		st.Received = append(st.Received, Counterparty{c.FromUser, c.Amount})
-	}
-	for _, c := range got.CoinHistory.Sent {
-		st.Sent = append(st.Sent, Counterparty{c.ToUser, c.Amount})
-	}
-	var err error
 	if *w, err = LoadWallet(&st); err != nil {
 		tb.Errorf("info %s breaks the invariant: %v", body, err)
 	}
@@ -251,11 +229,11 @@ func mustMatchWalletLoose(tb testing.TB, body []byte, w *Wallet) {
 
 // mustConserved checks Σ balances + Σ inventory value = 1000 × users and
 // that nothing is negative, in the store.
-func mustConserved(tb testing.TB, store *fakeStore, names []string) {
+func mustConserved(tb testing.TB, store TestStore, names []string) {
 	tb.Helper()
 	var sum Coins
 	for _, u := range names {
-		st, ok := store.state(u)
+		st, ok := store.State(u)
 		if !ok {
 			tb.Fatalf("store lost %s", u)
 		}
@@ -279,11 +257,11 @@ func mustConserved(tb testing.TB, store *fakeStore, names []string) {
 }
 
 // mustPairsAgree checks that what A sent to B is what B received from A.
-func mustPairsAgree(tb testing.TB, store *fakeStore, names []string) {
+func mustPairsAgree(tb testing.TB, store TestStore, names []string) {
 	tb.Helper()
 	sent, received := map[[2]string]Coins{}, map[[2]string]Coins{}
 	for _, u := range names {
-		st, _ := store.state(u)
+		st, _ := store.State(u)
 		for _, c := range st.Sent {
 			sent[[2]string{u, c.User}] += c.Amount
 		}
@@ -306,18 +284,4 @@ func sameTotals2(a, b map[[2]string]Coins) bool {
 		}
 	}
 	return true
-}
-
-// jsonUnmarshalStrict decodes body into v, refusing unknown fields and
-// trailing data.
-func jsonUnmarshalStrict(body []byte, v any) error {
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		return err
-	}
-	if dec.More() {
-		return errors.New("trailing data")
-	}
-	return nil
 }

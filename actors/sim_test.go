@@ -374,8 +374,8 @@ type simPending struct {
 type sim struct {
 	seed    int64
 	rng     *rand.Rand
-	store   *fakeStore
-	journal *fakeJournal
+	store   TestStore
+	journal TestJournal
 	metrics *fakeMetrics
 	sys     *System
 	model   simModel
@@ -393,10 +393,10 @@ func runSim(seed int64, trace func(string)) (simStats, error) {
 	for i := range simUsers {
 		s.names = append(s.names, fmt.Sprintf("u%d", i))
 	}
-	s.store = newFakeStore(s.names...)
-	s.journal = newFakeJournal(s.store, 1)
-	s.journal.hold = true
-	s.metrics = &fakeMetrics{}
+	s.store = Fakes.NewStore(s.names...)
+	s.journal = Fakes.NewJournal(s.store, 1) // no writer: only the simulation completes records
+	s.journal.SetHold(true)
+	s.metrics = newFakeMetrics()
 	engine, err := newEngine()
 	if err != nil {
 		return s.stats, err
@@ -518,15 +518,15 @@ func (s *sim) randomStep() error {
 // directly (cheaper); if it appends after all, it blocks until its write
 // timeout and the mismatch is reported.
 func (s *sim) run(pending bool, fn func() error) (err error, done <-chan error, _ error) {
-	before := s.journal.heldCount()
+	before := s.journal.HeldCount()
 	if !pending {
 		err := fn()
-		if s.journal.heldCount() != before {
+		if s.journal.HeldCount() != before {
 			return nil, nil, fmt.Errorf("journaled a record and answered %s; want an answer only", errText(err))
 		}
 		return err, nil, nil
 	}
-	changed := s.journal.changes.changed()
+	changed := s.journal.Changed()
 	ch := make(chan error, 1)
 	go func() { ch <- fn() }()
 	timer := time.NewTimer(failAfter)
@@ -536,8 +536,8 @@ func (s *sim) run(pending bool, fn func() error) (err error, done <-chan error, 
 		case err := <-ch:
 			return err, nil, nil
 		case <-changed:
-			changed = s.journal.changes.changed()
-			if s.journal.heldCount() > before {
+			changed = s.journal.Changed()
+			if s.journal.HeldCount() > before {
 				return nil, ch, nil
 			}
 		case <-timer.C:
@@ -549,9 +549,9 @@ func (s *sim) run(pending bool, fn func() error) (err error, done <-chan error, 
 // setRefuse decides whether the next Append fails with ErrOverloaded.
 func (s *sim) setRefuse(refuse bool) {
 	if refuse {
-		s.journal.setRefuse(func(*Record) error { return ErrOverloaded })
+		s.journal.SetRefuse(func(*Record) error { return ErrOverloaded })
 	} else {
-		s.journal.setRefuse(nil)
+		s.journal.SetRefuse(nil)
 	}
 }
 
@@ -716,7 +716,7 @@ func (s *sim) register(name string) error {
 	case done == nil:
 		return fmt.Errorf("%s = %s without a record", desc, errText(got))
 	}
-	s.journal.completeHeld(s.journal.heldCount()-1, fail)
+	s.journal.CompleteHeld(s.journal.HeldCount()-1, fail)
 	got, err = s.wait(done)
 	if err != nil {
 		return fmt.Errorf("%s: %w", desc, err)
@@ -774,7 +774,7 @@ func (s *sim) complete(i int, fail error) error {
 	p := s.pending[i]
 	s.pending = append(s.pending[:i], s.pending[i+1:]...)
 	desc := s.log("complete #%d (%s) with %v", i, p.desc, fail)
-	rec := s.journal.completeHeld(i, fail)
+	rec := s.journal.CompleteHeld(i, fail)
 	if rec.User != p.user || rec.Peer != p.peer || rec.Amount != p.amount || rec.Key != p.key ||
 		(p.peer == "" && (rec.Kind != Purchased || rec.Item != p.item)) || (p.peer != "" && rec.Kind != Transferred) {
 		return fmt.Errorf("%s: record %+v", desc, *rec)
@@ -839,7 +839,7 @@ func (s *sim) finish() error {
 			return err
 		}
 		u := s.model.users[name]
-		st, ok := s.store.state(name)
+		st, ok := s.store.State(name)
 		if !ok {
 			return fmt.Errorf("store lost %s", name)
 		}
@@ -873,10 +873,8 @@ func (s *sim) finish() error {
 	if want := StartingCoins * Coins(len(s.model.users)); total != want {
 		return fmt.Errorf("money not conserved: %d, want %d", total, want)
 	}
-	s.store.mu.Lock()
-	defer s.store.mu.Unlock()
-	if len(s.store.violations) > 0 {
-		return fmt.Errorf("store constraints violated: %v", s.store.violations)
+	if v := s.store.Violations(); len(v) > 0 {
+		return fmt.Errorf("store constraints violated: %v", v)
 	}
 	return s.checkGauges()
 }

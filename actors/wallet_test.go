@@ -2,7 +2,6 @@ package actors
 
 import (
 	"bytes"
-	"encoding/json"
 	"errors"
 	"math"
 	"reflect"
@@ -529,74 +528,42 @@ func TestAppendInfo(t *testing.T) {
 	}
 }
 
-// mustMatchWallet decodes an info body with encoding/json and checks it
-// against w: arrays present (never null), one line per item and user.
+// mustMatchWallet decodes an info body with encoding/json
+// (actorstest.DecodeInfo: strict, arrays never null) and checks it against
+// w: one line per item and user, history sorted by user.
 func mustMatchWallet(tb testing.TB, body []byte, w *Wallet) {
 	tb.Helper()
-	var raw map[string]json.RawMessage
-	if err := json.Unmarshal(body, &raw); err != nil {
-		tb.Fatalf("invalid JSON %s: %v", body, err)
+	st, err := Fakes.InfoState(body)
+	if err != nil {
+		tb.Fatalf("info %s: %v", body, err)
 	}
-	var hist map[string]json.RawMessage
-	if err := json.Unmarshal(raw["coinHistory"], &hist); err != nil {
-		tb.Fatalf("coinHistory in %s: %v", body, err)
+	if st.Coins != w.coins {
+		tb.Fatalf("coins %d, want %d", st.Coins, w.coins)
 	}
-	for name, v := range map[string]json.RawMessage{"inventory": raw["inventory"],
-		"received": hist["received"], "sent": hist["sent"]} {
-		if len(v) == 0 || v[0] != '[' {
-			tb.Fatalf("%s is %s, want an array in %s", name, v, body)
-		}
+	if st.Inventory != w.items {
+		tb.Fatalf("inventory %v, want %v", st.Inventory, w.items)
 	}
-	var got infoBody
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&got); err != nil {
-		tb.Fatalf("decode %s: %v", body, err)
-	}
-	if got.Coins != w.coins {
-		tb.Fatalf("coins %d, want %d", got.Coins, w.coins)
-	}
-	var items [itemCount + 1]int64
-	for _, it := range got.Inventory {
-		id, ok := LookupItem([]byte(it.Type))
-		if !ok || items[id] != 0 || it.Quantity <= 0 {
-			tb.Fatalf("bad inventory line %+v in %s", it, body)
-		}
-		items[id] = it.Quantity
-	}
-	if items != w.items {
-		tb.Fatalf("inventory %v, want %v", items, w.items)
-	}
-	received := map[string]Coins{}
-	for _, c := range got.CoinHistory.Received {
-		if _, dup := received[c.FromUser]; dup {
-			tb.Fatalf("two lines for %q in %s", c.FromUser, body)
-		}
-		received[c.FromUser] = c.Amount
-	}
-	sent := map[string]Coins{}
-	for _, c := range got.CoinHistory.Sent {
-		if _, dup := sent[c.ToUser]; dup {
-			tb.Fatalf("two lines for %q in %s", c.ToUser, body)
-		}
-		sent[c.ToUser] = c.Amount
-	}
+	received, sent := mustLines(tb, st.Received, body), mustLines(tb, st.Sent, body)
 	if !sameTotals(received, totalsMap(w.received)) || !sameTotals(sent, totalsMap(w.sent)) {
 		tb.Fatalf("history %v / %v, want %v / %v", received, sent, w.received, w.sent)
 	}
-	if !sortedByUser(got.CoinHistory.Received, func(c historyIn) string { return c.FromUser }) ||
-		!sortedByUser(got.CoinHistory.Sent, func(c historyOut) string { return c.ToUser }) {
-		tb.Fatalf("history not sorted by user in %s", body)
-	}
 }
 
-func sortedByUser[T any](lines []T, user func(T) string) bool {
-	for i := 1; i < len(lines); i++ {
-		if user(lines[i-1]) >= user(lines[i]) {
-			return false
+// mustLines checks that history lines are sorted by user, one per user, and
+// returns them as user → amount.
+func mustLines(tb testing.TB, lines []Counterparty, body []byte) map[string]Coins {
+	tb.Helper()
+	m := make(map[string]Coins, len(lines))
+	for i, c := range lines {
+		if _, dup := m[c.User]; dup {
+			tb.Fatalf("two lines for %q in %s", c.User, body)
 		}
+		if i > 0 && lines[i-1].User >= c.User {
+			tb.Fatalf("history not sorted by user in %s", body)
+		}
+		m[c.User] = c.Amount
 	}
-	return true
+	return m
 }
 
 // totalsMap turns history lines into user → total.
