@@ -17,19 +17,23 @@ const shortTimeout = 500 * time.Millisecond
 // errInjected is a journal failure made up by a test.
 var errInjected = errors.New("injected journal failure")
 
-// mustNewEnv starts a System whose store holds users (1000 coins each). held
-// selects a journal that keeps every record until the test completes it;
-// otherwise records commit asynchronously in batches.
-func mustNewEnv(tb testing.TB, cfg Config, held bool, users ...string) *env {
+// journalMode says how an env's journal completes records.
+type journalMode int
+
+const (
+	liveJournal journalMode = iota // commits asynchronously in batches, like persist's
+	heldJournal                    // keeps every record until the test completes it
+)
+
+// mustNewEnv starts a System whose store holds users (1000 coins each) over
+// a journal in mode.
+func mustNewEnv(tb testing.TB, cfg Config, mode journalMode, users ...string) *env {
 	tb.Helper()
 	store := Fakes.MustStore(tb, users...)
-	var j TestJournal
-	if held {
-		j = Fakes.MustHeldJournal(tb, store)
-	} else {
-		j = Fakes.MustJournal(tb, store, 256)
+	if mode == heldJournal {
+		return mustEnv(tb, cfg, store, Fakes.MustHeldJournal(tb, store))
 	}
-	return mustEnv(tb, cfg, store, j)
+	return mustEnv(tb, cfg, store, Fakes.MustJournal(tb, store, 256))
 }
 
 // stateWith is a consistent stored state with the given balance; the
@@ -110,7 +114,7 @@ func TestBuy(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			e := mustNewEnv(t, testConfig(), false)
+			e := mustNewEnv(t, testConfig(), liveJournal)
 			e.store.Put("alice", stateWith(tc.coins))
 			err := e.sys.Buy(tc.user, tc.item, "")
 			if !errors.Is(err, tc.wantErr) || (err == nil) != (tc.wantErr == nil) {
@@ -140,7 +144,7 @@ func TestBuy(t *testing.T) {
 // TestBuyRecord checks the record a purchase journals and the messages it
 // costs.
 func TestBuyRecord(t *testing.T) {
-	e := mustNewEnv(t, testConfig(), true, "alice")
+	e := mustNewEnv(t, testConfig(), heldJournal, "alice")
 	call := async(func() error { return e.sys.Buy("alice", hoody, "k1") })
 	e.journal.MustWaitHeld(t, 1)
 	rec := e.journal.Take(0)
@@ -166,7 +170,7 @@ func TestBuyRecord(t *testing.T) {
 // TestBuyJournalRefuses: a full journal queue answers ErrOverloaded at once,
 // and the reservation is released.
 func TestBuyJournalRefuses(t *testing.T) {
-	e := mustNewEnv(t, testConfig(), false)
+	e := mustNewEnv(t, testConfig(), liveJournal)
 	e.store.Put("alice", stateWith(80))
 	e.journal.SetRefuse(func(*Record) error { return ErrOverloaded })
 	for range 3 {
@@ -190,7 +194,7 @@ func TestBuyJournalRefuses(t *testing.T) {
 func TestBuyJournalFails(t *testing.T) {
 	for _, fail := range []error{ErrClosed, ErrUnavailable, errInjected} {
 		t.Run(fail.Error(), func(t *testing.T) {
-			e := mustNewEnv(t, testConfig(), true)
+			e := mustNewEnv(t, testConfig(), heldJournal)
 			e.store.Put("alice", stateWith(80))
 			call := async(func() error { return e.sys.Buy("alice", tshirt, "") })
 			e.journal.MustWaitHeld(t, 1)
@@ -213,7 +217,7 @@ func TestBuyJournalFails(t *testing.T) {
 // TestInfoShowsDurableOnly: while a purchase or a transfer is journaled but
 // not committed, every read shows the old state.
 func TestInfoShowsDurableOnly(t *testing.T) {
-	e := mustNewEnv(t, testConfig(), true, "alice", "bob")
+	e := mustNewEnv(t, testConfig(), heldJournal, "alice", "bob")
 	buy := async(func() error { return e.sys.Buy("alice", pinkHoody, "") })
 	e.journal.MustWaitHeld(t, 1)
 	send := async(func() error { return e.sys.Send("alice", "bob", 100, "") })
@@ -250,7 +254,7 @@ func TestInfoShowsDurableOnly(t *testing.T) {
 // TestInfoCache: the cached body is shared until the state changes, and a
 // body handed out is never modified afterwards.
 func TestInfoCache(t *testing.T) {
-	e := mustNewEnv(t, testConfig(), false, "alice")
+	e := mustNewEnv(t, testConfig(), liveJournal, "alice")
 	first, err := e.sys.Info("alice")
 	if err != nil {
 		t.Fatal(err)
@@ -278,7 +282,7 @@ func TestInfoCache(t *testing.T) {
 }
 
 func TestSend(t *testing.T) {
-	e := mustNewEnv(t, testConfig(), true, "alice", "bob")
+	e := mustNewEnv(t, testConfig(), heldJournal, "alice", "bob")
 	call := async(func() error { return e.sys.Send("alice", "bob", 30, "") })
 	e.journal.MustWaitHeld(t, 1)
 	rec := e.journal.Take(0)
@@ -334,7 +338,7 @@ func TestSendRefusals(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			e := mustNewEnv(t, testConfig(), false, "alice", "bob")
+			e := mustNewEnv(t, testConfig(), liveJournal, "alice", "bob")
 			if err := e.sys.Send(tc.from, tc.to, tc.amount, ""); !errors.Is(err, tc.wantErr) {
 				t.Fatalf("Send = %v, want %v", err, tc.wantErr)
 			}
@@ -359,7 +363,7 @@ func TestSendRefusals(t *testing.T) {
 func TestUnknownRecipientCached(t *testing.T) {
 	cfg := testConfig()
 	cfg.AbsentTTL = time.Hour
-	e := mustNewEnv(t, cfg, false, "alice")
+	e := mustNewEnv(t, cfg, liveJournal, "alice")
 	for range 5 {
 		if err := e.sys.Send("alice", "nobody", 1, ""); !errors.Is(err, ErrUnknownRecipient) {
 			t.Fatalf("Send to nobody = %v", err)
@@ -384,7 +388,7 @@ func TestUnknownRecipientCached(t *testing.T) {
 func TestUnknownOutcomeNeverFreesMoney(t *testing.T) {
 	for _, op := range []string{"buy", "send"} {
 		t.Run(op, func(t *testing.T) {
-			e := mustNewEnv(t, testConfig(), true, "alice", "bob")
+			e := mustNewEnv(t, testConfig(), heldJournal, "alice", "bob")
 			// Only the operation under test runs: a second keyed change
 			// would race it for the key and the held record.
 			change := func() error { return e.sys.Buy("alice", pinkHoody, "k1") }
@@ -437,7 +441,7 @@ func TestUnknownOutcomeNeverFreesMoney(t *testing.T) {
 // neither side.
 func TestSendJournalOutcomes(t *testing.T) {
 	t.Run("refused", func(t *testing.T) {
-		e := mustNewEnv(t, testConfig(), false, "alice", "bob")
+		e := mustNewEnv(t, testConfig(), liveJournal, "alice", "bob")
 		e.journal.SetRefuse(func(*Record) error { return ErrOverloaded })
 		if err := e.sys.Send("alice", "bob", 1000, ""); !errors.Is(err, ErrOverloaded) {
 			t.Fatalf("Send = %v", err)
@@ -449,7 +453,7 @@ func TestSendJournalOutcomes(t *testing.T) {
 		e.mustSee(t, "bob", want{coins: 2000, received: map[string]Coins{"alice": 1000}})
 	})
 	t.Run("failed", func(t *testing.T) {
-		e := mustNewEnv(t, testConfig(), true, "alice", "bob")
+		e := mustNewEnv(t, testConfig(), heldJournal, "alice", "bob")
 		call := async(func() error { return e.sys.Send("alice", "bob", 1000, "") })
 		e.journal.MustWaitHeld(t, 1)
 		e.journal.CompleteHeld(0, errInjected)
@@ -469,7 +473,7 @@ func TestSendJournalOutcomes(t *testing.T) {
 func TestInflightLimit(t *testing.T) {
 	cfg := testConfig()
 	cfg.InflightPerUserMax = 2
-	e := mustNewEnv(t, cfg, true, "alice", "bob")
+	e := mustNewEnv(t, cfg, heldJournal, "alice", "bob")
 	calls := []<-chan error{
 		async(func() error { return e.sys.Buy("alice", pen, "") }),
 		async(func() error { return e.sys.Buy("alice", pen, "") }),
@@ -509,7 +513,7 @@ func TestInflightLimit(t *testing.T) {
 func TestHotReceiverNotLimited(t *testing.T) {
 	cfg := testConfig()
 	cfg.InflightPerUserMax = 2
-	e := mustNewEnv(t, cfg, true, "alice", "bob", "carol")
+	e := mustNewEnv(t, cfg, heldJournal, "alice", "bob", "carol")
 	calls := []<-chan error{
 		async(func() error { return e.sys.Send("alice", "bob", 5, "") }),
 		async(func() error { return e.sys.Send("carol", "bob", 5, "") }),
@@ -536,7 +540,7 @@ func TestHotReceiverNotLimited(t *testing.T) {
 func TestWriteTimeout(t *testing.T) {
 	cfg := testConfig()
 	cfg.WriteTimeout = shortTimeout
-	e := mustNewEnv(t, cfg, true, "alice", "bob")
+	e := mustNewEnv(t, cfg, heldJournal, "alice", "bob")
 
 	if err := e.sys.Buy("alice", tshirt, "buy-1"); !errors.Is(err, ErrNotDurable) {
 		t.Fatalf("Buy = %v, want ErrNotDurable", err)
@@ -575,7 +579,7 @@ func TestWriteTimeout(t *testing.T) {
 func TestReadTimeout(t *testing.T) {
 	cfg := testConfig()
 	cfg.ReadTimeout = shortTimeout
-	e := mustNewEnv(t, cfg, false, "alice")
+	e := mustNewEnv(t, cfg, liveJournal, "alice")
 	entered, gate := make(chan struct{}), make(chan struct{})
 	// Stall alice's actor inside Receive (a test-only breach of "Receive
 	// never blocks") so that no read can be answered in time.
@@ -602,7 +606,7 @@ func TestReadTimeout(t *testing.T) {
 
 func TestRegister(t *testing.T) {
 	t.Run("new user", func(t *testing.T) {
-		e := mustNewEnv(t, testConfig(), false, "bob")
+		e := mustNewEnv(t, testConfig(), liveJournal, "bob")
 		if err := e.sys.Register("alice", []byte("h1")); err != nil {
 			t.Fatal(err)
 		}
@@ -628,7 +632,7 @@ func TestRegister(t *testing.T) {
 		e.mustSee(t, "alice", want{coins: 993, sent: map[string]Coins{"bob": 10}, received: map[string]Coins{"bob": 3}})
 	})
 	t.Run("resident user exists", func(t *testing.T) {
-		e := mustNewEnv(t, testConfig(), false, "alice")
+		e := mustNewEnv(t, testConfig(), liveJournal, "alice")
 		if _, err := e.sys.Info("alice"); err != nil {
 			t.Fatal(err)
 		}
@@ -641,7 +645,7 @@ func TestRegister(t *testing.T) {
 		e.mustSee(t, "alice", want{coins: 1000})
 	})
 	t.Run("stored user exists", func(t *testing.T) {
-		e := mustNewEnv(t, testConfig(), false, "alice")
+		e := mustNewEnv(t, testConfig(), liveJournal, "alice")
 		if err := e.sys.Buy("alice", cup, ""); err != nil {
 			t.Fatal(err)
 		}
@@ -658,7 +662,7 @@ func TestRegister(t *testing.T) {
 		}
 	})
 	t.Run("journal refuses", func(t *testing.T) {
-		e := mustNewEnv(t, testConfig(), false)
+		e := mustNewEnv(t, testConfig(), liveJournal)
 		e.journal.SetRefuse(func(*Record) error { return ErrOverloaded })
 		if err := e.sys.Register("alice", []byte("h")); !errors.Is(err, ErrOverloaded) {
 			t.Fatalf("Register = %v", err)
@@ -674,7 +678,7 @@ func TestRegister(t *testing.T) {
 		e.mustSee(t, "alice", want{coins: 1000})
 	})
 	t.Run("record fails", func(t *testing.T) {
-		e := mustNewEnv(t, testConfig(), false)
+		e := mustNewEnv(t, testConfig(), liveJournal)
 		e.journal.SetFail(func(*Record) error { return errInjected })
 		if err := e.sys.Register("alice", []byte("h")); !errors.Is(err, errInjected) {
 			t.Fatalf("Register = %v", err)
@@ -690,7 +694,7 @@ func TestRegister(t *testing.T) {
 	t.Run("timeout", func(t *testing.T) {
 		cfg := testConfig()
 		cfg.WriteTimeout = 20 * time.Millisecond // the behaviour under test
-		e := mustNewEnv(t, cfg, true)
+		e := mustNewEnv(t, cfg, heldJournal)
 		if err := e.sys.Register("alice", []byte("h")); !errors.Is(err, ErrNotDurable) {
 			t.Fatalf("Register = %v, want ErrNotDurable", err)
 		}
@@ -710,7 +714,7 @@ func TestRegister(t *testing.T) {
 func TestRegisterConcurrent(t *testing.T) {
 	const n = 16
 	t.Run("racing", func(t *testing.T) {
-		e := mustNewEnv(t, testConfig(), false)
+		e := mustNewEnv(t, testConfig(), liveJournal)
 		var wg sync.WaitGroup
 		errs := make([]error, n)
 		start := make(chan struct{})
@@ -732,7 +736,7 @@ func TestRegisterConcurrent(t *testing.T) {
 		e.mustActive(t, 1)
 	})
 	t.Run("parked behind the first", func(t *testing.T) {
-		e := mustNewEnv(t, testConfig(), true)
+		e := mustNewEnv(t, testConfig(), heldJournal)
 		errs := make([]error, n)
 		first := async(func() error { return e.sys.Register("alice", []byte("h0")) })
 		e.journal.MustWaitHeld(t, 1)
@@ -782,7 +786,7 @@ func mustOneWinner(tb testing.TB, errs []error) int {
 // load it once and end with one actor.
 func TestSingleFlightActivation(t *testing.T) {
 	const n = 8
-	e := mustNewEnv(t, testConfig(), false, "alice", "bob")
+	e := mustNewEnv(t, testConfig(), liveJournal, "alice", "bob")
 	gate := make(chan struct{})
 	e.store.SetGate(gate)
 	awaiting := goroutinesIn("merch/actors.(*System).await")
@@ -829,7 +833,7 @@ func TestSingleFlightActivation(t *testing.T) {
 func TestSlowLoad(t *testing.T) {
 	cfg := testConfig()
 	cfg.ReadTimeout = shortTimeout
-	e := mustNewEnv(t, cfg, false, "alice")
+	e := mustNewEnv(t, cfg, liveJournal, "alice")
 	gate := make(chan struct{})
 	e.store.SetGate(gate)
 	loader := async(func() error { _, err := e.sys.Info("alice"); return err })
@@ -854,7 +858,7 @@ func TestSlowLoad(t *testing.T) {
 // TestRegisterDuringLoad: a registration that finds a load of the same name
 // in progress waits for it; when the name turns out unknown, it registers.
 func TestRegisterDuringLoad(t *testing.T) {
-	e := mustNewEnv(t, testConfig(), false)
+	e := mustNewEnv(t, testConfig(), liveJournal)
 	gate := make(chan struct{})
 	e.store.SetGate(gate)
 	awaiting := goroutinesIn("merch/actors.(*System).await")
@@ -892,7 +896,7 @@ func TestLoadFailures(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			e := mustNewEnv(t, testConfig(), false, "alice", "bob")
+			e := mustNewEnv(t, testConfig(), liveJournal, "alice", "bob")
 			tc.setup(e.store)
 			if _, err := e.sys.Info("alice"); !errors.Is(err, tc.wantErr) {
 				t.Fatalf("Info = %v, want %v", err, tc.wantErr)
@@ -925,7 +929,7 @@ func TestLoadFailures(t *testing.T) {
 }
 
 func TestLookup(t *testing.T) {
-	e := mustNewEnv(t, testConfig(), false, "alice")
+	e := mustNewEnv(t, testConfig(), liveJournal, "alice")
 	acc, err := e.sys.Lookup("alice")
 	if err != nil {
 		t.Fatal(err)
@@ -951,7 +955,7 @@ func TestLookup(t *testing.T) {
 // login or a registration (which pin nothing) does not make it look idle
 // since the process started.
 func TestFreshActorIsNotIdle(t *testing.T) {
-	e := mustNewEnv(t, testConfig(), false, "alice")
+	e := mustNewEnv(t, testConfig(), liveJournal, "alice")
 	t0 := monotime()
 	if _, err := e.sys.Lookup("alice"); err != nil {
 		t.Fatal(err)
@@ -974,7 +978,7 @@ func TestFreshActorIsNotIdle(t *testing.T) {
 }
 
 func TestPassivation(t *testing.T) {
-	e := mustNewEnv(t, testConfig(), false, "alice", "bob")
+	e := mustNewEnv(t, testConfig(), liveJournal, "alice", "bob")
 	events := mustEventLog(t, e.engine)
 	if err := e.sys.Buy("alice", book, ""); err != nil {
 		t.Fatal(err)
@@ -1031,7 +1035,7 @@ func TestNoPassivationWhilePinned(t *testing.T) {
 	cfg := testConfig()
 	cfg.IdleTTL = time.Nanosecond
 	cfg.SweepInterval = time.Millisecond // the janitor sweeps all along
-	e := mustNewEnv(t, cfg, true, "alice", "bob", "carol")
+	e := mustNewEnv(t, cfg, heldJournal, "alice", "bob", "carol")
 	events := mustEventLog(t, e.engine)
 	buy := async(func() error { return e.sys.Buy("alice", cup, "") })
 	send := async(func() error { return e.sys.Send("carol", "bob", 7, "") })
@@ -1061,7 +1065,7 @@ func TestNoPassivationWhilePinned(t *testing.T) {
 
 func TestIdempotency(t *testing.T) {
 	t.Run("same key twice applies once", func(t *testing.T) {
-		e := mustNewEnv(t, testConfig(), false, "alice", "bob")
+		e := mustNewEnv(t, testConfig(), liveJournal, "alice", "bob")
 		for range 3 {
 			if err := e.sys.Buy("alice", cup, "b1"); err != nil {
 				t.Fatal(err)
@@ -1082,7 +1086,7 @@ func TestIdempotency(t *testing.T) {
 		e.mustSee(t, "bob", want{coins: 1080, items: map[ItemID]int64{cup: 1}, received: map[string]Coins{"alice": 100}})
 	})
 	t.Run("same key, different request", func(t *testing.T) {
-		e := mustNewEnv(t, testConfig(), false, "alice", "bob", "carol")
+		e := mustNewEnv(t, testConfig(), liveJournal, "alice", "bob", "carol")
 		if err := e.sys.Buy("alice", cup, "b1"); err != nil {
 			t.Fatal(err)
 		}
@@ -1111,7 +1115,7 @@ func TestIdempotency(t *testing.T) {
 		e.mustSee(t, "carol", want{coins: 1000})
 	})
 	t.Run("duplicate while pending", func(t *testing.T) {
-		e := mustNewEnv(t, testConfig(), true, "alice", "bob")
+		e := mustNewEnv(t, testConfig(), heldJournal, "alice", "bob")
 		buy := async(func() error { return e.sys.Buy("alice", cup, "b1") })
 		send := async(func() error { return e.sys.Send("alice", "bob", 5, "s1") })
 		e.journal.MustWaitHeld(t, 2)
@@ -1140,7 +1144,7 @@ func TestIdempotency(t *testing.T) {
 		e.mustSee(t, "alice", want{coins: 975, items: map[ItemID]int64{cup: 1}, sent: map[string]Coins{"bob": 5}})
 	})
 	t.Run("refused append forgets the key", func(t *testing.T) {
-		e := mustNewEnv(t, testConfig(), false, "alice", "bob")
+		e := mustNewEnv(t, testConfig(), liveJournal, "alice", "bob")
 		e.journal.SetRefuse(func(*Record) error { return ErrOverloaded })
 		if err := e.sys.Buy("alice", cup, "b1"); !errors.Is(err, ErrOverloaded) {
 			t.Fatal(err)
@@ -1158,7 +1162,7 @@ func TestIdempotency(t *testing.T) {
 		e.mustSee(t, "alice", want{coins: 975, items: map[ItemID]int64{cup: 1}, sent: map[string]Coins{"bob": 5}})
 	})
 	t.Run("failed record forgets the key", func(t *testing.T) {
-		e := mustNewEnv(t, testConfig(), true, "alice", "bob")
+		e := mustNewEnv(t, testConfig(), heldJournal, "alice", "bob")
 		buy := async(func() error { return e.sys.Buy("alice", cup, "b1") })
 		e.journal.MustWaitHeld(t, 1)
 		send := async(func() error { return e.sys.Send("alice", "bob", 5, "s1") })
@@ -1179,7 +1183,7 @@ func TestIdempotency(t *testing.T) {
 		e.mustSee(t, "alice", want{coins: 975, items: map[ItemID]int64{cup: 1}, sent: map[string]Coins{"bob": 5}})
 	})
 	t.Run("stored keys are honoured", func(t *testing.T) {
-		e := mustNewEnv(t, testConfig(), false, "bob", "carol")
+		e := mustNewEnv(t, testConfig(), liveJournal, "bob", "carol")
 		st := stateWith(1000 - 20 - 40)
 		st.Sent, st.Inventory = []Counterparty{{"bob", 40}}, inv(map[ItemID]int64{cup: 1})
 		st.Keys = []KeyedRequest{
@@ -1205,7 +1209,7 @@ func TestIdempotency(t *testing.T) {
 		e.mustSee(t, "alice", want{coins: 940, items: map[ItemID]int64{cup: 1}, sent: map[string]Coins{"bob": 40}})
 	})
 	t.Run("keys survive passivation", func(t *testing.T) {
-		e := mustNewEnv(t, testConfig(), false, "alice", "bob")
+		e := mustNewEnv(t, testConfig(), liveJournal, "alice", "bob")
 		if err := e.sys.Buy("alice", cup, "b1"); err != nil {
 			t.Fatal(err)
 		}
@@ -1230,7 +1234,7 @@ func TestIdempotency(t *testing.T) {
 		e.mustSee(t, "alice", want{coins: 975, items: map[ItemID]int64{cup: 1}, sent: map[string]Coins{"bob": 5}})
 	})
 	t.Run("refusal replays", func(t *testing.T) {
-		e := mustNewEnv(t, testConfig(), false, "bob")
+		e := mustNewEnv(t, testConfig(), liveJournal, "bob")
 		e.store.Put("alice", stateWith(10))
 		if err := e.sys.Buy("alice", cup, "b1"); !errors.Is(err, ErrInsufficientCoins) {
 			t.Fatalf("Buy = %v", err)
@@ -1275,7 +1279,7 @@ func TestIdempotencyBeyondMemory(t *testing.T) {
 		return KeyedRequest{Key: fmt.Sprintf("old%d", i), Kind: Transferred, Peer: "bob", Amount: 1}
 	}
 	t.Run("loaded", func(t *testing.T) {
-		e := mustNewEnv(t, testConfig(), false, "bob")
+		e := mustNewEnv(t, testConfig(), liveJournal, "bob")
 		st := stateWith(1000)
 		for i := range KeysPerUserMax + 1 {
 			st.Keys = append(st.Keys, keyed(i))
@@ -1321,7 +1325,7 @@ func TestIdempotencyBeyondMemory(t *testing.T) {
 		e.mustSee(t, "alice", want{coins: 980, items: map[ItemID]int64{cup: 1}})
 	})
 	t.Run("overflowed", func(t *testing.T) {
-		e := mustNewEnv(t, testConfig(), false, "bob")
+		e := mustNewEnv(t, testConfig(), liveJournal, "bob")
 		e.store.Put("alice", stateWith(2000))
 		for i := range KeysPerUserMax + 1 {
 			if err := e.sys.Send("alice", "bob", 1, fmt.Sprintf("k%d", i)); err != nil {
@@ -1385,7 +1389,7 @@ func TestKeyTableBounded(t *testing.T) {
 func TestPanicRecovery(t *testing.T) {
 	cfg := testConfig()
 	cfg.SweepInterval = time.Millisecond // the janitor runs all along
-	e := mustNewEnv(t, cfg, true, "alice", "bob")
+	e := mustNewEnv(t, cfg, heldJournal, "alice", "bob")
 	events := mustEventLog(t, e.engine)
 	e.journal.SetRefuse(func(rec *Record) error {
 		if rec.Kind == Purchased && rec.Item == socks {

@@ -86,7 +86,7 @@ func TestConcurrentStorm(t *testing.T) {
 	}
 	cfg := testConfig()
 	cfg.InflightPerUserMax = 16
-	e := mustNewEnv(t, cfg, false, names...)
+	e := mustNewEnv(t, cfg, liveJournal, names...)
 	events := mustEventLog(t, e.engine)
 
 	var (
