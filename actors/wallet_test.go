@@ -1,26 +1,11 @@
 package actors
 
 import (
-	"bytes"
 	"errors"
 	"math"
 	"reflect"
 	"strings"
 	"testing"
-)
-
-// Catalogue ids used in the tables.
-const (
-	tshirt    ItemID = 1
-	cup       ItemID = 2
-	book      ItemID = 3
-	pen       ItemID = 4
-	powerbank ItemID = 5
-	hoody     ItemID = 6
-	umbrella  ItemID = 7
-	socks     ItemID = 8
-	walletID  ItemID = 9
-	pinkHoody ItemID = 10
 )
 
 // inv builds an inventory from item → quantity.
@@ -78,18 +63,23 @@ func callRecover(fn func() error) (panicked any, err error) {
 }
 
 func reserve(a Coins) func(*Wallet) error { return func(w *Wallet) error { return w.Reserve(a) } }
+
 func reserveItem(id ItemID) func(*Wallet) error {
 	return func(w *Wallet) error { return w.ReserveItem(id) }
 }
+
 func release(a Coins) func(*Wallet) error {
 	return func(w *Wallet) error { w.Release(a); return nil }
 }
+
 func applyPurchase(id ItemID) func(*Wallet) error {
 	return func(w *Wallet) error { w.ApplyPurchase(id); return nil }
 }
+
 func applySent(u string, a Coins) func(*Wallet) error {
 	return func(w *Wallet) error { w.ApplySent(u, a); return nil }
 }
+
 func applyReceived(u string, a Coins) func(*Wallet) error {
 	return func(w *Wallet) error { return w.ApplyReceived(u, a) }
 }
@@ -386,186 +376,6 @@ func TestNewWallet(t *testing.T) {
 	}
 }
 
-func TestValidUsername(t *testing.T) {
-	tests := []struct {
-		name string
-		want bool
-	}{
-		{"a", true},
-		{"Alice_Bob-1.2", true},
-		{"0", true},
-		{"._-", true},
-		{strings.Repeat("x", UsernameLenMax), true},
-		{strings.Repeat("x", UsernameLenMax+1), false},
-		{"", false},
-		{"a b", false},
-		{"a/b", false},
-		{"a\"b", false},
-		{"a\\b", false},
-		{"a\x00", false},
-		{"a\n", false},
-		{"ä", false},
-		{"用户", false},
-		{"a+b", false},
-		{"a@b", false},
-		{"a:b", false},
-	}
-	for _, tc := range tests {
-		if got := ValidUsername([]byte(tc.name)); got != tc.want {
-			t.Errorf("ValidUsername(%q) = %v, want %v", tc.name, got, tc.want)
-		}
-	}
-}
-
-func TestCatalogue(t *testing.T) {
-	want := []struct {
-		name  string
-		price Coins
-	}{
-		{"t-shirt", 80}, {"cup", 20}, {"book", 50}, {"pen", 10}, {"powerbank", 200},
-		{"hoody", 300}, {"umbrella", 200}, {"socks", 10}, {"wallet", 50}, {"pink-hoody", 500},
-	}
-	items := Items()
-	if len(items) != len(want) {
-		t.Fatalf("Items() = %v", items)
-	}
-	for i, id := range items {
-		if id != ItemID(i+1) || !id.Valid() || id.Name() != want[i].name || id.Price() != want[i].price {
-			t.Errorf("item %d = %d %q %d, want %q %d", i, id, id.Name(), id.Price(), want[i].name, want[i].price)
-		}
-		got, ok := LookupItem([]byte(want[i].name))
-		if !ok || got != id {
-			t.Errorf("LookupItem(%q) = %d, %v", want[i].name, got, ok)
-		}
-	}
-	for _, id := range []ItemID{0, itemCount + 1, 255} {
-		if id.Valid() || id.Name() != "" || id.Price() != 0 {
-			t.Errorf("item %d: valid %v name %q price %d", id, id.Valid(), id.Name(), id.Price())
-		}
-	}
-}
-
-func TestLookupItem(t *testing.T) {
-	tests := []struct {
-		name   string
-		want   ItemID
-		wantOK bool
-	}{
-		{"t-shirt", tshirt, true},
-		{"pink-hoody", pinkHoody, true},
-		{"wallet", walletID, true},
-		{"", 0, false},
-		{"Cup", 0, false},
-		{"cup ", 0, false},
-		{" cup", 0, false},
-		{"hoody2", 0, false},
-		{"pink", 0, false},
-		{"t-shirts", 0, false},
-	}
-	for _, tc := range tests {
-		got, ok := LookupItem([]byte(tc.name))
-		if got != tc.want || ok != tc.wantOK {
-			t.Errorf("LookupItem(%q) = %d, %v; want %d, %v", tc.name, got, ok, tc.want, tc.wantOK)
-		}
-	}
-	if got, ok := LookupItem(nil); got != 0 || ok {
-		t.Errorf("LookupItem(nil) = %d, %v", got, ok)
-	}
-}
-
-const emptyInfo = `{"coins":1000,"inventory":[],"coinHistory":{"received":[],"sent":[]}}`
-
-func TestAppendInfo(t *testing.T) {
-	tests := []struct {
-		name string
-		w    Wallet
-		want string
-	}{
-		{name: "new wallet", w: NewWallet(), want: emptyInfo},
-		{name: "zero wallet", w: Wallet{},
-			want: `{"coins":0,"inventory":[],"coinHistory":{"received":[],"sent":[]}}`},
-		{name: "empty maps are arrays too",
-			w:    Wallet{coins: 1000, received: []Counterparty{}, sent: []Counterparty{}},
-			want: emptyInfo},
-		{name: "reservations are not shown", w: Wallet{coins: 1000, reserved: 999}, want: emptyInfo},
-		{name: "inventory in catalogue order, history sorted by user",
-			w: Wallet{coins: 1000 + 36 - 160 - 10 - 40 - 500,
-				items:    inv(map[ItemID]int64{pinkHoody: 1, pen: 1, cup: 2}),
-				received: []Counterparty{{"Bob", 1}, {"alice", 30}, {"zed", 5}},
-				sent:     []Counterparty{{"bob", 100}, {"carol", 60}}},
-			want: `{"coins":326,"inventory":[{"type":"cup","quantity":2},{"type":"pen","quantity":1},` +
-				`{"type":"pink-hoody","quantity":1}],"coinHistory":{"received":[{"fromUser":"Bob","amount":1},` +
-				`{"fromUser":"alice","amount":30},{"fromUser":"zed","amount":5}],` +
-				`"sent":[{"toUser":"bob","amount":100},{"toUser":"carol","amount":60}]}}`},
-		{name: "every item",
-			w: Wallet{coins: 0, items: inv(map[ItemID]int64{1: 1, 2: 1, 3: 1, 4: 1, 5: 1, 6: 1, 7: 1, 8: 1, 9: 1, 10: 1})},
-			want: `{"coins":0,"inventory":[{"type":"t-shirt","quantity":1},{"type":"cup","quantity":1},` +
-				`{"type":"book","quantity":1},{"type":"pen","quantity":1},{"type":"powerbank","quantity":1},` +
-				`{"type":"hoody","quantity":1},{"type":"umbrella","quantity":1},{"type":"socks","quantity":1},` +
-				`{"type":"wallet","quantity":1},{"type":"pink-hoody","quantity":1}],` +
-				`"coinHistory":{"received":[],"sent":[]}}`},
-		{name: "names are escaped",
-			w: Wallet{coins: 7, received: []Counterparty{{"q\"b\\s\x01\n", 7}}},
-			want: `{"coins":7,"inventory":[],"coinHistory":{"received":[{"fromUser":"q\"b\\s\u0001\u000a",` +
-				`"amount":7}],"sent":[]}}`},
-		{name: "large numbers",
-			w:    Wallet{coins: math.MaxInt64, items: inv(map[ItemID]int64{socks: math.MaxInt64})},
-			want: `{"coins":9223372036854775807,"inventory":[{"type":"socks","quantity":9223372036854775807}],"coinHistory":{"received":[],"sent":[]}}`},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			prefix := []byte("prefix")
-			got := appendInfo(prefix, &tc.w)
-			if !bytes.HasPrefix(got, []byte("prefix")) {
-				t.Fatalf("dst not kept: %s", got)
-			}
-			got = got[len("prefix"):]
-			if string(got) != tc.want {
-				t.Fatalf("appendInfo =\n%s\nwant\n%s", got, tc.want)
-			}
-			mustMatchWallet(t, got, &tc.w)
-		})
-	}
-}
-
-// mustMatchWallet decodes an info body with encoding/json
-// (actorstest.DecodeInfo: strict, arrays never null) and checks it against
-// w: one line per item and user, history sorted by user.
-func mustMatchWallet(tb testing.TB, body []byte, w *Wallet) {
-	tb.Helper()
-	st, err := Fakes.InfoState(body)
-	if err != nil {
-		tb.Fatalf("info %s: %v", body, err)
-	}
-	if st.Coins != w.coins {
-		tb.Fatalf("coins %d, want %d", st.Coins, w.coins)
-	}
-	if st.Inventory != w.items {
-		tb.Fatalf("inventory %v, want %v", st.Inventory, w.items)
-	}
-	received, sent := mustLines(tb, st.Received, body), mustLines(tb, st.Sent, body)
-	if !sameTotals(received, totalsMap(w.received)) || !sameTotals(sent, totalsMap(w.sent)) {
-		tb.Fatalf("history %v / %v, want %v / %v", received, sent, w.received, w.sent)
-	}
-}
-
-// mustLines checks that history lines are sorted by user, one per user, and
-// returns them as user → amount.
-func mustLines(tb testing.TB, lines []Counterparty, body []byte) map[string]Coins {
-	tb.Helper()
-	m := make(map[string]Coins, len(lines))
-	for i, c := range lines {
-		if _, dup := m[c.User]; dup {
-			tb.Fatalf("two lines for %q in %s", c.User, body)
-		}
-		if i > 0 && lines[i-1].User >= c.User {
-			tb.Fatalf("history not sorted by user in %s", body)
-		}
-		m[c.User] = c.Amount
-	}
-	return m
-}
-
 // totalsMap turns history lines into user → total.
 func totalsMap(lines []Counterparty) map[string]Coins {
 	m := make(map[string]Coins, len(lines))
@@ -628,27 +438,5 @@ func TestHistorySorted(t *testing.T) {
 	}
 	if want := []Counterparty{{"a", 2}, {"m", 2}, {"z", 2}}; !reflect.DeepEqual(lw.sent, want) {
 		t.Fatalf("loaded lines %v, want %v", lw.sent, want)
-	}
-}
-
-func TestKindStrings(t *testing.T) {
-	records := map[RecordKind]string{Registered: "registered", Purchased: "purchased",
-		Transferred: "transferred", 0: "unknown", 9: "unknown"}
-	for k, want := range records {
-		if got := k.String(); got != want {
-			t.Errorf("RecordKind(%d).String() = %q, want %q", k, got, want)
-		}
-	}
-	messages := map[MessageKind]string{KindInfo: "info", KindBuy: "buy", KindSend: "send",
-		KindCommitted: "committed", KindCredit: "credit", kindCount: "unknown"}
-	for k, want := range messages {
-		if got := k.String(); got != want {
-			t.Errorf("MessageKind(%d).String() = %q, want %q", k, got, want)
-		}
-	}
-	for i, k := range MessageKinds {
-		if k != MessageKind(i) {
-			t.Errorf("MessageKinds[%d] = %d", i, k)
-		}
 	}
 }
