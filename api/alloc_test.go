@@ -22,7 +22,7 @@ const richCoins = actors.Coins(1) << 40
 // bank, logs it in and makes it resident, and returns a cached token.
 func (e *testEnv) mustRichUser(tb testing.TB, name string) string {
 	tb.Helper()
-	e.store.put(name, actors.UserState{PasswordHash: mustHash(tb, "pw"), Coins: actors.StartingCoins + richCoins,
+	e.store.Put(name, actors.UserState{PasswordHash: mustHash(tb, "pw"), Coins: actors.StartingCoins + richCoins,
 		Received: []actors.Counterparty{{User: "bank", Amount: richCoins}}})
 	tok, err := e.tokens.Issue(name)
 	if err != nil {
@@ -49,7 +49,7 @@ const (
 )
 
 func TestHandlerAllocs(t *testing.T) {
-	e := mustEnv(t, envConfig{journal: instantJournal{}, noHTTPServer: true})
+	e := mustEnv(t, envConfig{syncJournal: true, noHTTPServer: true})
 	tok := e.mustRichUser(t, "rich")
 	e.mustRichUser(t, "payee")
 	h := e.srv.Handler()
@@ -60,8 +60,8 @@ func TestHandlerAllocs(t *testing.T) {
 		budget     float64
 	}{
 		{"GET /api/info cached token", mustCtx(t, "GET", "/api/info", tok, ""), 200, allocsInfo},
-		{"GET /api/buy/pen instant journal", mustCtx(t, "GET", "/api/buy/pen", tok, ""), 200, allocsBuy},
-		{"POST /api/sendCoin instant journal", mustCtx(t, "POST", "/api/sendCoin", tok, `{"toUser":"payee","amount":1}`), 200, allocsSend},
+		{"GET /api/buy/pen sync journal", mustCtx(t, "GET", "/api/buy/pen", tok, ""), 200, allocsBuy},
+		{"POST /api/sendCoin sync journal", mustCtx(t, "POST", "/api/sendCoin", tok, `{"toUser":"payee","amount":1}`), 200, allocsSend},
 		{"404", mustCtx(t, "GET", "/api/nothing", tok, ""), 404, allocsRouting},
 		{"405", mustCtx(t, "POST", "/api/info", tok, ""), 405, allocs405},
 		{"401 no token", mustCtx(t, "GET", "/api/info", "", ""), 401, allocsRouting},
@@ -114,7 +114,7 @@ var _ io.Reader = (*replayConn)(nil)
 // TestServeConnAllocs measures the whole server path (parse, route, handle,
 // write) with the production server config.
 func TestServeConnAllocs(t *testing.T) {
-	e := mustEnv(t, envConfig{journal: instantJournal{}, noHTTPServer: true})
+	e := mustEnv(t, envConfig{syncJournal: true, noHTTPServer: true})
 	tok := e.mustRichUser(t, "rich")
 	hs := e.srv.HTTPServer()
 	hs.Logger = discardLogger{}

@@ -20,7 +20,7 @@ import (
 func TestLoginSkipsBcrypt(t *testing.T) {
 	t.Parallel()
 	e := mustEnv(t, envConfig{})
-	e.store.put("loaded", actors.UserState{PasswordHash: mustHash(t, "stored pw"), Coins: actors.StartingCoins})
+	e.store.Put("loaded", actors.UserState{PasswordHash: mustHash(t, "stored pw"), Coins: actors.StartingCoins})
 	steps := []struct {
 		name, user, password string
 		status               int
@@ -36,7 +36,7 @@ func TestLoginSkipsBcrypt(t *testing.T) {
 		{"wrong password of a loaded user", "loaded", "stored", 401, 2},
 		{"new name registers with bcrypt", "other", "x", 200, 3},
 	}
-	e.store.put("cold", actors.UserState{PasswordHash: mustHash(t, "cold pw"), Coins: actors.StartingCoins})
+	e.store.Put("cold", actors.UserState{PasswordHash: mustHash(t, "cold pw"), Coins: actors.StartingCoins})
 	steps = append(steps, []struct {
 		name, user, password string
 		status               int
@@ -193,7 +193,7 @@ func TestRegistrationRatePerAddress(t *testing.T) {
 	if r.retryAfter != "1" {
 		t.Fatalf("Retry-After %q", r.retryAfter)
 	}
-	if _, ok := e.store.coins("new3"); ok {
+	if _, ok := e.store.State("new3"); ok {
 		t.Fatal("a refused registration created the user")
 	}
 	checkReply(t, e.do(t, req{method: "POST", path: "/api/auth", body: authBody("new0", "pw"), from: "127.0.0.2"}), 200, "token")
@@ -277,7 +277,7 @@ func TestHasherQueueFull(t *testing.T) {
 	e := mustEnv(t, envConfig{hashWorkers: 1, hashQueue: 1, observe: g.observe})
 	known := e.mustAuth(t, "known", "pw") // resident, digest known
 	for _, n := range []string{"cold", "cold2", "warm"} {
-		e.store.put(n, actors.UserState{PasswordHash: mustHash(t, "pw"), Coins: actors.StartingCoins})
+		e.store.Put(n, actors.UserState{PasswordHash: mustHash(t, "pw"), Coins: actors.StartingCoins})
 	}
 	if _, err := e.sys.Info("warm"); err != nil { // resident, no digest yet
 		t.Fatal(err)
@@ -319,7 +319,7 @@ func TestHasherQueueFull(t *testing.T) {
 			checkReply(t, e.do(t, tt.r), tt.status, tt.errSub)
 		})
 	}
-	if _, ok := e.store.coins("third"); ok {
+	if _, ok := e.store.State("third"); ok {
 		t.Fatal("refused registration created the user")
 	}
 	if _, err := e.hasher.Hash([]byte("pw")); !errors.Is(err, actors.ErrOverloaded) {
@@ -376,7 +376,7 @@ func TestHasherWaitDeadline(t *testing.T) {
 	if got[200] != 1 || got[503] != 1 {
 		t.Fatalf("statuses %v, want one 200 and one 503", got)
 	}
-	if _, ok := e.store.coins("waiting"); ok {
+	if _, ok := e.store.State("waiting"); ok {
 		t.Fatal("the dropped job's user was created")
 	}
 	// The running job was counted when it reached the gate; the expired
@@ -513,7 +513,7 @@ func TestConcurrentRegistration(t *testing.T) {
 			if ok != tt.wantOK {
 				t.Fatalf("%d requests succeeded, want %d: %+v", ok, tt.wantOK, got)
 			}
-			if n := e.store.registrations("twin"); n != 1 {
+			if n := e.store.Registrations("twin"); n != 1 {
 				t.Fatalf("%d registrations, want 1", n)
 			}
 			for i, pw := range tt.passwords {

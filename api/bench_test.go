@@ -12,11 +12,11 @@ import (
 // resident user "rich" (token cached) and a resident payee.
 func benchEnv(b *testing.B) (*testEnv, string) {
 	b.Helper()
-	e := mustEnv(b, envConfig{journal: instantJournal{}, noHTTPServer: true})
+	e := mustEnv(b, envConfig{syncJournal: true, noHTTPServer: true})
 	st := actors.UserState{PasswordHash: mustHash(b, "pw"), Coins: actors.StartingCoins + benchCoins,
 		Received: []actors.Counterparty{{User: "bank", Amount: benchCoins}}}
-	e.store.put("rich", st)
-	e.store.put("payee", st)
+	e.store.Put("rich", st)
+	e.store.Put("payee", st)
 	tok, err := e.tokens.Issue("rich")
 	if err != nil {
 		b.Fatal(err)

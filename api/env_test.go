@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -22,223 +21,17 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"merch/actors"
+	"merch/actors/actorstest"
 )
 
 // failTimeout only bounds a failure; nothing waits for it on success.
 const failTimeout = 10 * time.Second
 
+// journalQueueMax is the test journal's queue, like persist's bounded ring.
+const journalQueueMax = 1024
+
 // testSecret signs every token in these tests.
 var testSecret = []byte("test-secret-0123456789abcdef")
-
-// fakeStore is the durable state: a map of users, changed only by the fake
-// journal's writer goroutine. Safe for concurrent use.
-type fakeStore struct {
-	mu         sync.Mutex
-	users      map[string]actors.UserState
-	registered map[string]int // successful Registered records per name
-	loadErr    atomic.Pointer[error]
-}
-
-func newFakeStore() *fakeStore {
-	return &fakeStore{users: make(map[string]actors.UserState), registered: make(map[string]int)}
-}
-
-// LoadUser implements actors.Store.
-func (s *fakeStore) LoadUser(_ context.Context, name string) (actors.UserState, error) {
-	if p := s.loadErr.Load(); p != nil {
-		return actors.UserState{}, *p
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	st, ok := s.users[name]
-	if !ok {
-		return actors.UserState{}, actors.ErrUnknownUser
-	}
-	st.Received = append([]actors.Counterparty(nil), st.Received...)
-	st.Sent = append([]actors.Counterparty(nil), st.Sent...)
-	st.Keys = append([]actors.KeyedRequest(nil), st.Keys...)
-	return st, nil
-}
-
-// KeyApplied implements actors.Store.
-func (s *fakeStore) KeyApplied(_ context.Context, user, key string) (actors.KeyedRequest, bool, error) {
-	if p := s.loadErr.Load(); p != nil {
-		return actors.KeyedRequest{}, false, *p
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for _, k := range s.users[user].Keys {
-		if k.Key == key {
-			return k, true, nil
-		}
-	}
-	return actors.KeyedRequest{}, false, nil
-}
-
-// put installs a user directly (as if loaded from PostgreSQL).
-func (s *fakeStore) put(name string, st actors.UserState) {
-	s.mu.Lock()
-	s.users[name] = st
-	s.mu.Unlock()
-}
-
-func (s *fakeStore) registrations(name string) int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.registered[name]
-}
-
-func (s *fakeStore) coins(name string) (actors.Coins, bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	st, ok := s.users[name]
-	return st.Coins, ok
-}
-
-func addCounterparty(list []actors.Counterparty, user string, amount actors.Coins) []actors.Counterparty {
-	for i := range list {
-		if list[i].User == user {
-			list[i].Amount += amount
-			return list
-		}
-	}
-	return append(list, actors.Counterparty{User: user, Amount: amount})
-}
-
-// apply makes rec durable, as PostgreSQL would.
-func (s *fakeStore) apply(rec *actors.Record) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	switch rec.Kind {
-	case actors.Registered:
-		if _, ok := s.users[rec.User]; ok {
-			return actors.ErrUserExists
-		}
-		s.users[rec.User] = actors.UserState{PasswordHash: rec.PasswordHash, Coins: rec.Amount}
-		s.registered[rec.User]++
-	case actors.Purchased:
-		st := s.users[rec.User]
-		st.Coins -= rec.Amount
-		st.Inventory[rec.Item]++
-		if rec.Key != "" {
-			st.Keys = append(st.Keys, actors.KeyedRequest{Key: rec.Key, Kind: rec.Kind, Item: rec.Item, Amount: rec.Amount})
-		}
-		s.users[rec.User] = st
-	case actors.Transferred:
-		from, to := s.users[rec.User], s.users[rec.Peer]
-		from.Coins -= rec.Amount
-		from.Sent = addCounterparty(from.Sent, rec.Peer, rec.Amount)
-		if rec.Key != "" {
-			from.Keys = append(from.Keys, actors.KeyedRequest{Key: rec.Key, Kind: rec.Kind, Peer: rec.Peer, Amount: rec.Amount})
-		}
-		s.users[rec.User] = from
-		to.Coins += rec.Amount
-		to.Received = addCounterparty(to.Received, rec.User, rec.Amount)
-		s.users[rec.Peer] = to
-	default:
-		return errors.New("fake store: unknown record kind")
-	}
-	return nil
-}
-
-// fakeJournal completes records from one goroutine, in append order, after
-// applying them to the store. Its queue is bounded: full means
-// ErrOverloaded, like persist.Journal.
-type fakeJournal struct {
-	store    *fakeStore
-	queue    chan actors.Record
-	stop     chan struct{}
-	stopped  chan struct{}
-	closed   atomic.Bool
-	refuse   atomic.Pointer[error] // Append answers this when set
-	fail     atomic.Pointer[error] // records complete with this when set
-	hold     atomic.Pointer[chan struct{}]
-	appended atomic.Int64
-}
-
-// pause holds every record until the returned resume is called (once).
-func (j *fakeJournal) pause(tb testing.TB) (resume func()) {
-	ch := make(chan struct{})
-	j.hold.Store(&ch)
-	var once sync.Once
-	resume = func() {
-		once.Do(func() {
-			j.hold.Store(nil)
-			close(ch)
-		})
-	}
-	tb.Cleanup(resume)
-	return resume
-}
-
-const fakeJournalQueueMax = 1024
-
-func mustFakeJournal(tb testing.TB, store *fakeStore) *fakeJournal {
-	tb.Helper()
-	j := &fakeJournal{store: store, queue: make(chan actors.Record, fakeJournalQueueMax),
-		stop: make(chan struct{}), stopped: make(chan struct{})}
-	go j.run()
-	tb.Cleanup(j.close)
-	return j
-}
-
-// Append implements actors.Journal.
-func (j *fakeJournal) Append(rec *actors.Record) error {
-	if j.closed.Load() {
-		return actors.ErrClosed
-	}
-	if p := j.refuse.Load(); p != nil {
-		return *p
-	}
-	select {
-	case j.queue <- *rec:
-		j.appended.Add(1)
-		return nil
-	default:
-		return actors.ErrOverloaded
-	}
-}
-
-func (j *fakeJournal) run() {
-	defer close(j.stopped)
-	for {
-		select {
-		case <-j.stop:
-			return
-		case rec := <-j.queue:
-			if h := j.hold.Load(); h != nil {
-				select {
-				case <-*h:
-				case <-j.stop:
-					return
-				}
-			}
-			var err error
-			if p := j.fail.Load(); p != nil {
-				err = *p
-			} else {
-				err = j.store.apply(&rec)
-			}
-			rec.Done.JournalDone(err)
-		}
-	}
-}
-
-func (j *fakeJournal) close() {
-	if j.closed.CompareAndSwap(false, true) {
-		close(j.stop)
-		<-j.stopped
-	}
-}
-
-// instantJournal commits every record at once, on the appending goroutine,
-// and keeps nothing: for allocation tests and benchmarks.
-type instantJournal struct{}
-
-func (instantJournal) Append(rec *actors.Record) error {
-	rec.Done.JournalDone(nil)
-	return nil
-}
 
 // envConfig tunes a test environment; zero values take the defaults below.
 type envConfig struct {
@@ -250,7 +43,7 @@ type envConfig struct {
 	hashWorkers   int
 	hashQueue     int
 	observe       func(time.Duration) // called after the counting observer
-	journal       actors.Journal      // nil: a fakeJournal
+	syncJournal   bool                // the journal commits inside Append (allocation budgets, benchmarks)
 	tokenTTL      time.Duration
 	noHTTPServer  bool
 	logger        fasthttp.Logger      // the HTTP server's error log; nil: discarded
@@ -264,8 +57,8 @@ type envConfig struct {
 type testEnv struct {
 	srv      *Server
 	sys      *actors.System
-	store    *fakeStore
-	journal  *fakeJournal // nil when envConfig.journal was set
+	store    *actorstest.Store
+	journal  *actorstest.Journal
 	tokens   *Tokens
 	hasher   *Hasher
 	limiter  *Limiter
@@ -302,18 +95,18 @@ func mustEnv(tb testing.TB, cfg envConfig) *testEnv {
 	if cfg.actorMetrics == nil {
 		cfg.actorMetrics = actors.NopMetrics{}
 	}
-	e := &testEnv{store: newFakeStore(), registry: cfg.registry}
-	journal := cfg.journal
-	if journal == nil {
-		e.journal = mustFakeJournal(tb, e.store)
-		journal = e.journal
+	e := &testEnv{store: actorstest.MustStore(tb), registry: cfg.registry}
+	if cfg.syncJournal {
+		e.journal = actorstest.NewSyncJournal(e.store)
+	} else {
+		e.journal = actorstest.MustJournal(tb, e.store, journalQueueMax)
 	}
 	engine, err := actor.NewEngine(actor.NewEngineConfig())
 	if err != nil {
 		tb.Fatal(err)
 	}
 	e.sys, err = actors.NewSystem(actors.Config{
-		Engine: engine, Journal: journal, Store: e.store, Metrics: cfg.actorMetrics,
+		Engine: engine, Journal: e.journal, Store: e.store, Metrics: cfg.actorMetrics,
 		InboxSize: 8, InflightPerUserMax: 64,
 		IdleTTL: time.Hour, SweepInterval: time.Hour,
 		LoadTimeout: 5 * time.Second, WriteTimeout: 5 * time.Second, ReadTimeout: 5 * time.Second,
@@ -519,35 +312,15 @@ func (e *testEnv) mustAuth(tb testing.TB, name, password string) string {
 	return out.Token
 }
 
-// infoBody is /api/info decoded strictly.
-type infoBody struct {
-	Coins     int64 `json:"coins"`
-	Inventory []struct {
-		Type     string `json:"type"`
-		Quantity int64  `json:"quantity"`
-	} `json:"inventory"`
-	CoinHistory struct {
-		Received []struct {
-			FromUser string `json:"fromUser"`
-			Amount   int64  `json:"amount"`
-		} `json:"received"`
-		Sent []struct {
-			ToUser string `json:"toUser"`
-			Amount int64  `json:"amount"`
-		} `json:"sent"`
-	} `json:"coinHistory"`
-}
-
-func (e *testEnv) mustInfo(tb testing.TB, token string) (infoBody, string) {
+// mustInfo reads the info of token's user, decoded strictly.
+func (e *testEnv) mustInfo(tb testing.TB, token string) (actorstest.Info, string) {
 	tb.Helper()
 	r := e.do(tb, req{method: "GET", path: "/api/info", token: token})
 	if r.status != 200 {
 		tb.Fatalf("info: %d %s", r.status, r.body)
 	}
-	var ib infoBody
-	d := json.NewDecoder(strings.NewReader(r.body))
-	d.DisallowUnknownFields()
-	if err := d.Decode(&ib); err != nil {
+	ib, err := actorstest.DecodeInfo([]byte(r.body))
+	if err != nil {
 		tb.Fatalf("info body %s: %v", r.body, err)
 	}
 	return ib, r.body

@@ -109,7 +109,7 @@ func FuzzDecodeSend(f *testing.F) {
 func FuzzAuthorizationHeader(f *testing.F) {
 	const resident = "fuzzer"
 	e := mustEnv(f, envConfig{noHTTPServer: true})
-	e.store.put(resident, actors.UserState{PasswordHash: mustHash(f, "pw"), Coins: actors.StartingCoins})
+	e.store.Put(resident, actors.UserState{PasswordHash: mustHash(f, "pw"), Coins: actors.StartingCoins})
 	h := e.srv.Handler()
 	f.Fuzz(func(t *testing.T, prefix string, withToken bool, suffix, user string) {
 		token := ""

@@ -13,6 +13,7 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"merch/actors"
+	"merch/actors/actorstest"
 )
 
 // checkReply checks the status, the JSON content type of any body, the error
@@ -122,10 +123,10 @@ func TestAuth(t *testing.T) {
 		if json.Unmarshal([]byte(tt.body), &in) != nil || in.Username == "" {
 			continue
 		}
-		coins, ok := e.store.coins(in.Username)
+		st, ok := e.store.State(in.Username)
 		switch {
-		case tt.status == 200 && (!ok || coins != actors.StartingCoins):
-			t.Errorf("%s: user %q stored %v with %d coins, want 1000", tt.name, in.Username, ok, coins)
+		case tt.status == 200 && (!ok || st.Coins != actors.StartingCoins):
+			t.Errorf("%s: user %q stored %v with %d coins, want 1000", tt.name, in.Username, ok, st.Coins)
 		case tt.status == 400 && ok:
 			t.Errorf("%s: user %q was created by a refused request", tt.name, in.Username)
 		}
@@ -146,7 +147,7 @@ func TestAuthNewUserHasStartingState(t *testing.T) {
 	if ib, _ := e.mustInfo(t, tok2); ib.Coins != 990 {
 		t.Fatalf("coins after re-login %d, want 990", ib.Coins)
 	}
-	if n := e.store.registrations("fresh"); n != 1 {
+	if n := e.store.Registrations("fresh"); n != 1 {
 		t.Fatalf("%d registrations, want 1", n)
 	}
 }
@@ -261,8 +262,8 @@ func TestSendCoin(t *testing.T) {
 	}
 	// No refused request changed anything.
 	for _, name := range []string{"alice", "bob"} {
-		if c, _ := e.store.coins(name); c != 1000 {
-			t.Fatalf("%s has %d coins after refused transfers, want 1000", name, c)
+		if st, _ := e.store.State(name); st.Coins != 1000 {
+			t.Fatalf("%s has %d coins after refused transfers, want 1000", name, st.Coins)
 		}
 	}
 	for _, tt := range badAuthHeaders(e, t) {
@@ -298,7 +299,7 @@ func TestBuy(t *testing.T) {
 			tok := e.mustAuth(t, "buyer-"+id.Name(), "pw")
 			checkReply(t, e.do(t, req{method: "GET", path: "/api/buy/" + id.Name(), token: tok}), 200, "")
 			ib, _ := e.mustInfo(t, tok)
-			if ib.Coins != int64(1000-id.Price()) || len(ib.Inventory) != 1 ||
+			if ib.Coins != 1000-id.Price() || len(ib.Inventory) != 1 ||
 				ib.Inventory[0].Type != id.Name() || ib.Inventory[0].Quantity != 1 {
 				t.Fatalf("after buying %s: %+v", id.Name(), ib)
 			}
@@ -397,12 +398,12 @@ func TestServerErrors(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			if tt.refuse != nil {
-				e.journal.refuse.Store(&tt.refuse)
-				defer e.journal.refuse.Store(nil)
+				e.journal.SetRefuse(func(*actors.Record) error { return tt.refuse })
+				defer e.journal.SetRefuse(nil)
 			}
 			if tt.fail != nil {
-				e.journal.fail.Store(&tt.fail)
-				defer e.journal.fail.Store(nil)
+				e.journal.SetFail(func(*actors.Record) error { return tt.fail })
+				defer e.journal.SetFail(nil)
 			}
 			for _, r := range []req{
 				{method: "GET", path: "/api/buy/pen", token: tok},
@@ -418,8 +419,8 @@ func TestServerErrors(t *testing.T) {
 		})
 	}
 	// Nothing changed, and the reservations were released.
-	e.journal.refuse.Store(nil)
-	e.journal.fail.Store(nil)
+	e.journal.SetRefuse(nil)
+	e.journal.SetFail(nil)
 	checkReply(t, e.do(t, req{method: "POST", path: "/api/sendCoin", token: tok, body: `{"toUser":"peer","amount":1000}`}), 200, "")
 	if ib, _ := e.mustInfo(t, tok); ib.Coins != 0 || len(ib.Inventory) != 0 {
 		t.Fatalf("after failures: %+v", ib)
@@ -440,17 +441,17 @@ func TestNotDurableIs503(t *testing.T) {
 		e := mustEnv(t, envConfig{})
 		r.token = e.mustAuth(t, "payer", "pw")
 		e.mustAuth(t, "peer", "pw")
-		e.journal.fail.Store(&unknown)
+		e.journal.SetFail(func(*actors.Record) error { return unknown })
 		checkReply(t, e.do(t, r), 503, "durable")
 	}
 }
 
 type counterparty struct {
 	User   string
-	Amount int64
+	Amount actors.Coins
 }
 
-func history(ib infoBody) (received, sent []counterparty) {
+func history(ib actorstest.Info) (received, sent []counterparty) {
 	for _, r := range ib.CoinHistory.Received {
 		received = append(received, counterparty{r.FromUser, r.Amount})
 	}
@@ -484,7 +485,7 @@ func TestHistoryGrouping(t *testing.T) {
 	}
 	tests := []struct {
 		user           string
-		coins          int64
+		coins          actors.Coins
 		received, sent []counterparty
 	}{
 		{"ann", 1000 - 137 + 13, []counterparty{{"ben", 6}, {"cat", 7}}, []counterparty{{"ben", 130}, {"cat", 7}}},
@@ -518,7 +519,7 @@ func TestIdempotencyKey(t *testing.T) {
 		name   string
 		do     func() reply
 		status int
-		coins  int64 // balance afterwards
+		coins  actors.Coins // balance afterwards
 	}{
 		{"buy pen with key k1", func() reply { return buy("/api/buy/pen", "k1") }, 200, 990},
 		{"same buy same key", func() reply { return buy("/api/buy/pen", "k1") }, 200, 990},
@@ -628,7 +629,7 @@ func TestIdempotencyKeyInFlight(t *testing.T) {
 	tests := []struct {
 		name  string
 		r     req
-		coins int64
+		coins actors.Coins
 	}{
 		{"buy", req{method: "GET", path: "/api/buy/book", token: tok, headers: []string{"Idempotency-Key", "slow-buy"}}, 950},
 		{"send", req{method: "POST", path: "/api/sendCoin", token: tok, headers: []string{"Idempotency-Key", "slow-send"},
@@ -636,11 +637,15 @@ func TestIdempotencyKeyInFlight(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			before := e.journal.appended.Load()
-			resume := e.journal.pause(t)
+			e.journal.SetHold(true)
+			resume := func() {
+				e.journal.SetHold(false)
+				e.journal.ReleaseAll(nil)
+			}
+			t.Cleanup(resume)
 			first := make(chan reply, 1)
 			go func() { first <- e.do(t, tt.r) }()
-			waitFor(t, "the first record to be appended", func() bool { return e.journal.appended.Load() == before+1 })
+			e.journal.MustWaitHeld(t, 1)
 			checkReply(t, e.do(t, tt.r), 409, "in progress")
 			resume()
 			select {
@@ -663,13 +668,13 @@ func TestStoreUnavailable(t *testing.T) {
 	t.Parallel()
 	e := mustEnv(t, envConfig{})
 	hot := e.mustAuth(t, "hot", "pw")
-	e.store.put("cold", actors.UserState{PasswordHash: mustHash(t, "pw"), Coins: actors.StartingCoins})
+	e.store.Put("cold", actors.UserState{PasswordHash: mustHash(t, "pw"), Coins: actors.StartingCoins})
 	cold, err := e.tokens.Issue("cold")
 	if err != nil {
 		t.Fatal(err)
 	}
 	down := errors.New("connection refused")
-	e.store.loadErr.Store(&down)
+	e.store.SetDown(down)
 	tests := []struct {
 		name   string
 		r      req
@@ -691,10 +696,10 @@ func TestStoreUnavailable(t *testing.T) {
 			}
 		})
 	}
-	if _, ok := e.store.coins("newcomer"); ok {
+	if _, ok := e.store.State("newcomer"); ok {
 		t.Fatal("a name was registered while its state could not be loaded")
 	}
-	e.store.loadErr.Store(nil)
+	e.store.SetDown(nil)
 	for _, tt := range tests {
 		t.Run(tt.name+" after recovery", func(t *testing.T) {
 			checkReply(t, e.do(t, tt.r), 200, "")

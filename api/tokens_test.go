@@ -166,8 +166,8 @@ func TestTokenRejections(t *testing.T) {
 			checkReply(t, r, 401, "")
 		})
 	}
-	if c, _ := e.store.coins("holder"); c != 1000 {
-		t.Fatalf("holder has %d coins after rejected tokens", c)
+	if st, _ := e.store.State("holder"); st.Coins != 1000 {
+		t.Fatalf("holder has %d coins after rejected tokens", st.Coins)
 	}
 }
 
