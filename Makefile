@@ -11,13 +11,13 @@ DURATION ?= 30s
 CONNS ?= 64
 export JWT_SECRET ?= dev-secret-not-for-production
 
-.PHONY: help build run test lint fmt bench bench-http load locust profile soak fuzz pg-up pg-down clean
+.PHONY: help build run test test-cluster lint fmt bench bench-http load locust profile soak fuzz pg-up pg-down clean
 
 # Packages with tests (Test functions, not only benchmarks), the fault tests
 # apart (they run alone, after the race suite); and those with allocation
 # budgets. Passes skip packages with nothing to run: building a package's
 # test binary and its TestMain (PostgreSQL) for zero tests costs seconds.
-TEST_PKGS = $(shell grep -rlE '^func Test[A-Za-z0-9_]*\(t \*testing\.T\)' --include='*_test.go' . | xargs -n1 dirname | sort -u | grep -v '^./bench/faults$$')
+TEST_PKGS = $(shell grep -rlE '^func Test[A-Za-z0-9_]*\(t \*testing\.T\)' --include='*_test.go' . | xargs -n1 dirname | sort -u | grep -vE '^./bench/(faults|cluster)$$')
 ALLOC_PKGS = $(shell grep -rlE '^func Test[A-Za-z0-9_]*Alloc' --include='*_test.go' . | xargs -n1 dirname | sort -u)
 
 ## help: list the targets.
@@ -42,6 +42,11 @@ test:
 	@$(GO) tool cover -func=coverage.out | tail -1
 	$(GO) test -count=1 -timeout 10m -run 'Alloc' $(ALLOC_PKGS)
 	$(GO) test -count=1 -timeout 20m -v -run 'Fault' ./bench/faults 2>&1 | grep -E '^(--- |ok|FAIL|panic|\s+\w+_test\.go)'; exit $${PIPESTATUS[0]}
+	$(GO) test -count=1 -timeout 10m -v -run 'TestClusterSmoke|TestClusterHAProxyHash' ./bench/cluster 2>&1 | grep -E '^(--- |ok|FAIL|panic|\s+\w+_test\.go)'; exit $${PIPESTATUS[0]}
+
+## test-cluster: three node binaries behind HAProxy, relays on every link, CLUSTER_CYCLES (10) seeded cycles of every fault.
+test-cluster:
+	CLUSTER_CYCLES=$${CLUSTER_CYCLES:-10} $(GO) test -count=1 -timeout 20m -v -run 'TestCluster' ./bench/cluster 2>&1 | grep -E '^(--- |ok|FAIL|panic|\s+\w+_test\.go)'; exit $${PIPESTATUS[0]}
 
 ## lint: gofmt, go vet and golangci-lint at a pinned version.
 lint: $(BIN)/golangci-lint

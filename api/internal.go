@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"errors"
 	"strconv"
 
 	"github.com/valyala/fasthttp"
@@ -30,6 +31,9 @@ func (s *Server) InternalHandler(owners func() []byte, fold func(ctx context.Con
 			c, cancel := context.WithTimeout(context.Background(), s.fwd.timeout)
 			err = fold(c, actors.Shard(n))
 			cancel()
+			if errors.Is(err, context.DeadlineExceeded) {
+				err = actors.ErrUnavailable // the fold may still commit; the poller covers it
+			}
 			if err != nil {
 				writeError(ctx, err)
 				return

@@ -1,7 +1,6 @@
 package bench
 
 import (
-	"context"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -12,50 +11,16 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"merch/actors"
+	"merch/actors/actorstest"
 	"merch/api"
 	"merch/metrics"
 )
 
-// memJournal completes records from one goroutine, in order, like the real
-// journal without the database: the benchmark measures the service, not
-// PostgreSQL.
-type memJournal struct{ q chan actors.Record }
-
-func newMemJournal(tb testing.TB) *memJournal {
-	j := &memJournal{q: make(chan actors.Record, 4096)}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for r := range j.q {
-			r.Done.JournalDone(nil)
-		}
-	}()
-	tb.Cleanup(func() { close(j.q); <-done })
-	return j
-}
-
-func (j *memJournal) Append(r *actors.Record) error {
-	select {
-	case j.q <- *r:
-		return nil
-	default:
-		return actors.ErrOverloaded
-	}
-}
-
-// memStore knows every user as new (1000 coins).
-type memStore struct{}
-
-func (memStore) LoadUser(context.Context, string) (actors.UserState, error) {
-	return actors.UserState{Coins: actors.StartingCoins, PasswordHash: []byte("x")}, nil
-}
-
-func (memStore) KeyApplied(context.Context, string, string) (actors.KeyedRequest, bool, error) {
-	return actors.KeyedRequest{}, false, nil
-}
-
-// newService builds actors + api in process, with or without metrics.
-func newService(tb testing.TB, withMetrics bool) (fasthttp.RequestHandler, *api.Tokens) {
+// newService builds actors + api in process, with or without metrics, over
+// an in-memory store and a journal that commits in batches like the real
+// one without the database: the benchmark measures the service, not
+// PostgreSQL. Users are put in the store by the caller.
+func newService(tb testing.TB, withMetrics bool) (fasthttp.RequestHandler, *api.Tokens, *actorstest.Store) {
 	tb.Helper()
 	engine, err := actor.NewEngine(actor.NewEngineConfig())
 	if err != nil {
@@ -67,7 +32,8 @@ func newService(tb testing.TB, withMetrics bool) (fasthttp.RequestHandler, *api.
 		cfg.Registry = metrics.NewRegistry()
 		am = metrics.NewActors(cfg.Registry)
 	}
-	sys, err := actors.NewSystem(actors.Config{Engine: engine, Journal: newMemJournal(tb), Store: memStore{},
+	store := actorstest.MustStore(tb)
+	sys, err := actors.NewSystem(actors.Config{Engine: engine, Journal: actorstest.MustJournal(tb, store, 4096), Store: store,
 		Metrics: am, InboxSize: 8, InflightPerUserMax: 64, IdleTTL: time.Hour, SweepInterval: time.Second,
 		LoadTimeout: time.Second, WriteTimeout: 5 * time.Second, ReadTimeout: 5 * time.Second})
 	if err != nil {
@@ -92,7 +58,7 @@ func newService(tb testing.TB, withMetrics bool) (fasthttp.RequestHandler, *api.
 	if err != nil {
 		tb.Fatal(err)
 	}
-	return srv.Handler(), tokens
+	return srv.Handler(), tokens, store
 }
 
 // BenchmarkMetricsOverhead serves the same mix (info, and transfers back
@@ -103,7 +69,7 @@ func newService(tb testing.TB, withMetrics bool) (fasthttp.RequestHandler, *api.
 func BenchmarkMetricsOverhead(b *testing.B) {
 	for _, on := range []bool{false, true} {
 		b.Run("metrics="+map[bool]string{false: "off", true: "on"}[on], func(b *testing.B) {
-			h, tokens := newService(b, on)
+			h, tokens, store := newService(b, on)
 			var pairs atomic.Int64
 			var mu sync.Mutex
 			b.ReportAllocs()
@@ -114,6 +80,7 @@ func BenchmarkMetricsOverhead(b *testing.B) {
 				mu.Lock()
 				var toks [2]string
 				for i, n := range names {
+					store.Put(n, actors.UserState{Coins: actors.StartingCoins, PasswordHash: []byte("x")})
 					t, err := tokens.Issue(n)
 					if err != nil {
 						b.Error(err)

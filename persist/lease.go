@@ -13,7 +13,9 @@ package persist
 //     after the previous owner's batch in flight, and every later batch of
 //     the previous owner fails with MS005 until it has re-read what it
 //     holds (Held). Loads by the new owner happen after the takeover, so they
-//     see everything the old owner committed.
+//     see everything the old owner committed. The acquirer's own version
+//     is incremented too: a batch it built before it learnt its new epochs
+//     (records of an actor of an older epoch) is fenced and re-checked.
 //  3. Renew extends leases, guarded by node, incarnation and epoch; a lease
 //     is renewable after it expired as long as nobody took it (same epoch),
 //     so a database outage does not reshuffle shards.
@@ -73,8 +75,8 @@ const acquireSQL = `WITH prev AS (
   ORDER BY shard FOR UPDATE),
 bump AS (
   UPDATE journal_writers w SET owner_version = owner_version + 1
-  FROM (SELECT DISTINCT node_id FROM prev WHERE node_id NOT IN ('', $1)) p
-  WHERE w.writer = p.node_id RETURNING 1)
+  WHERE EXISTS (SELECT 1 FROM prev)
+    AND (w.writer = $1 OR w.writer IN (SELECT node_id FROM prev WHERE node_id <> '')) RETURNING 1)
 UPDATE shard_owner o SET node_id = $1, incarnation = $2, epoch = o.epoch + 1,
   expires_at = now() + $4::interval
 FROM prev WHERE o.shard = prev.shard

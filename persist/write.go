@@ -71,8 +71,30 @@ func (j *Journal) commit(b *batch) {
 		j.complete(b, actors.ErrUnavailable)
 		return
 	}
+	if j.cfg.Ownership != nil && !j.dropStale(b) {
+		return
+	}
 	b.aggregate()
 	j.commitOrSplit(b)
+}
+
+// dropStale completes the records made under a lease the node does not
+// hold now (an actor of an older epoch) with actors.ErrNotOwner, before
+// they are sent: the version check on the server only tells that the
+// node's view of its leases is current, not that every record is of it.
+// False when nothing is left to write.
+func (j *Journal) dropStale(b *batch) bool {
+	kept := b.entries[:0]
+	for i := range b.entries {
+		if j.holds(&b.entries[i].rec) {
+			kept = append(kept, b.entries[i])
+			continue
+		}
+		b.entries[i].rec.Done.JournalDone(actors.ErrNotOwner)
+	}
+	clear(b.entries[len(kept):])
+	b.entries = kept
+	return len(kept) > 0
 }
 
 // commitOrSplit writes an aggregated batch and completes its records; on a

@@ -354,6 +354,23 @@ func (c *Client) Do(method, path, token, key string, body any) Result {
 	return Result{Code: resp.StatusCode, Header: resp.Header, Body: b, Latency: time.Since(start), Err: err}
 }
 
+// DoHeader sends a bodyless request with one extra header.
+func (c *Client) DoHeader(method, path, header, value string) Result {
+	req, err := http.NewRequest(method, c.base+path, nil)
+	if err != nil {
+		return Result{Err: err}
+	}
+	req.Header.Set(header, value)
+	start := time.Now()
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return Result{Err: err, Latency: time.Since(start)}
+	}
+	defer func() { _ = resp.Body.Close() }()
+	b, err := io.ReadAll(resp.Body)
+	return Result{Code: resp.StatusCode, Header: resp.Header, Body: b, Latency: time.Since(start), Err: err}
+}
+
 func (c *Client) Auth(tb testing.TB, user, password string) string {
 	tb.Helper()
 	for attempt := 0; attempt < 50; attempt++ {
