@@ -23,6 +23,8 @@ import (
 	"testing"
 	"time"
 
+	"merch/actors"
+	"merch/actors/actorstest"
 	"merch/internal/pgtest"
 	"merch/persist"
 )
@@ -391,24 +393,6 @@ func (c *Client) Auth(tb testing.TB, user, password string) string {
 	return ""
 }
 
-type Info struct {
-	Coins     int64 `json:"coins"`
-	Inventory []struct {
-		Type     string `json:"type"`
-		Quantity int64  `json:"quantity"`
-	} `json:"inventory"`
-	CoinHistory struct {
-		Received []struct {
-			FromUser string `json:"fromUser"`
-			Amount   int64  `json:"amount"`
-		} `json:"received"`
-		Sent []struct {
-			ToUser string `json:"toUser"`
-			Amount int64  `json:"amount"`
-		} `json:"sent"`
-	} `json:"coinHistory"`
-}
-
 var Prices = map[string]int64{"t-shirt": 80, "cup": 20, "book": 50, "pen": 10, "powerbank": 200,
 	"hoody": 300, "umbrella": 200, "socks": 10, "wallet": 50, "pink-hoody": 500}
 
@@ -417,24 +401,24 @@ var Prices = map[string]int64{"t-shirt": 80, "cup": 20, "book": 50, "pen": 10, "
 // transfer seen the same from both sides.
 func AuditAPI(tb testing.TB, c *Client, tokens map[string]string) {
 	tb.Helper()
-	var total int64
-	sent := map[[2]string]int64{}
-	recv := map[[2]string]int64{}
+	var total actors.Coins
+	sent := map[[2]string]actors.Coins{}
+	recv := map[[2]string]actors.Coins{}
 	for user, tok := range tokens {
 		r := c.Do("GET", "/api/info", tok, "", nil)
 		if r.Code != 200 {
 			tb.Fatalf("Info %s: %d %s %v", user, r.Code, r.Body, r.Err)
 		}
-		var in Info
-		if err := json.Unmarshal(r.Body, &in); err != nil {
-			tb.Fatal(err)
+		in, err := actorstest.DecodeInfo(r.Body)
+		if err != nil {
+			tb.Fatalf("info %s %s: %v", user, r.Body, err)
 		}
 		if in.Coins < 0 {
 			tb.Errorf("%s: negative balance %d", user, in.Coins)
 		}
 		total += in.Coins
 		for _, it := range in.Inventory {
-			total += it.Quantity * Prices[it.Type]
+			total += actors.Coins(it.Quantity * Prices[it.Type])
 		}
 		for _, s := range in.CoinHistory.Sent {
 			sent[[2]string{user, s.ToUser}] += s.Amount
@@ -443,7 +427,7 @@ func AuditAPI(tb testing.TB, c *Client, tokens map[string]string) {
 			recv[[2]string{r.FromUser, user}] += r.Amount
 		}
 	}
-	if want := 1000 * int64(len(tokens)); total != want {
+	if want := 1000 * actors.Coins(len(tokens)); total != want {
 		tb.Errorf("API audit: Σ balances + Σ inventory = %d, want %d", total, want)
 	}
 	for pair, a := range sent {
@@ -575,15 +559,15 @@ func AuditMemoryMatchesDB(tb testing.TB, c *Client, tokens map[string]string, db
 		if r.Code != 200 {
 			tb.Fatalf("info %s: %d %s", user, r.Code, r.Body)
 		}
-		var in Info
-		if err := json.Unmarshal(r.Body, &in); err != nil {
-			tb.Fatal(err)
+		in, err := actorstest.DecodeInfo(r.Body)
+		if err != nil {
+			tb.Fatalf("info %s %s: %v", user, r.Body, err)
 		}
 		var db int64
 		if err := pool.QueryRow(ctx, `SELECT balance FROM users WHERE name = $1`, user).Scan(&db); err != nil {
 			tb.Fatal(err)
 		}
-		if db != in.Coins {
+		if actors.Coins(db) != in.Coins {
 			tb.Errorf("%s: API says %d coins, database %d", user, in.Coins, db)
 		}
 	}

@@ -213,7 +213,7 @@ func TestConcurrentMoneyConserved(t *testing.T) {
 		if info.Coins < 0 {
 			t.Errorf("%s negative: %d", names[i], info.Coins)
 		}
-		total += info.Coins
+		total += int64(info.Coins)
 		for _, it := range info.Inventory {
 			total += it.Quantity * price(t, it.Type)
 		}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"merch/actors/actorstest"
 	"merch/internal/pgtest"
 	"merch/persist"
 )
@@ -144,32 +145,14 @@ func (s *server) auth(user, password string) string {
 	return out.Token
 }
 
-type infoResp struct {
-	Coins     int64 `json:"coins"`
-	Inventory []struct {
-		Type     string `json:"type"`
-		Quantity int64  `json:"quantity"`
-	} `json:"inventory"`
-	CoinHistory struct {
-		Received []struct {
-			FromUser string `json:"fromUser"`
-			Amount   int64  `json:"amount"`
-		} `json:"received"`
-		Sent []struct {
-			ToUser string `json:"toUser"`
-			Amount int64  `json:"amount"`
-		} `json:"sent"`
-	} `json:"coinHistory"`
-}
-
-func (s *server) info(token string) (infoResp, []byte) {
+func (s *server) info(token string) (actorstest.Info, []byte) {
 	s.tb.Helper()
 	code, body := s.do("GET", "/api/info", token, nil)
 	if code != 200 {
 		s.tb.Fatalf("info: %d %s", code, body)
 	}
-	var out infoResp
-	if err := json.Unmarshal(body, &out); err != nil {
+	out, err := actorstest.DecodeInfo(body)
+	if err != nil {
 		s.tb.Fatalf("info body %s: %v", body, err)
 	}
 	return out, body
