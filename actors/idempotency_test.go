@@ -96,13 +96,7 @@ func TestIdempotency(t *testing.T) {
 			t.Fatal(err)
 		}
 		e.journal.SetRefuse(nil)
-		if err := e.sys.Buy("alice", cup, "b1"); err != nil {
-			t.Fatalf("retry: %v", err)
-		}
-		if err := e.sys.Send("alice", "bob", 5, "s1"); err != nil {
-			t.Fatalf("retry: %v", err)
-		}
-		e.mustSee(t, "alice", want{coins: 975, items: map[ItemID]int64{cup: 1}, sent: map[string]Coins{"bob": 5}})
+		e.mustRetryForgotten(t)
 	})
 	t.Run("failed record forgets the key", func(t *testing.T) {
 		e := mustNewEnv(t, testConfig(), heldJournal, "alice", "bob")
@@ -117,13 +111,7 @@ func TestIdempotency(t *testing.T) {
 			}
 		}
 		e.journal.SetHold(false)
-		if err := e.sys.Buy("alice", cup, "b1"); err != nil {
-			t.Fatalf("retry: %v", err)
-		}
-		if err := e.sys.Send("alice", "bob", 5, "s1"); err != nil {
-			t.Fatalf("retry: %v", err)
-		}
-		e.mustSee(t, "alice", want{coins: 975, items: map[ItemID]int64{cup: 1}, sent: map[string]Coins{"bob": 5}})
+		e.mustRetryForgotten(t)
 	})
 	t.Run("stored keys are honoured", func(t *testing.T) {
 		e := mustNewEnv(t, testConfig(), liveJournal, "bob", "carol")
@@ -212,6 +200,19 @@ func TestIdempotency(t *testing.T) {
 			t.Fatalf("refused key after reload: %v", err)
 		}
 	})
+}
+
+// mustRetryForgotten retries alice's cup under b1 and 5 coins to bob under
+// s1, whose first attempts did not apply, and checks both apply once.
+func (e *env) mustRetryForgotten(tb testing.TB) {
+	tb.Helper()
+	if err := e.sys.Buy("alice", cup, "b1"); err != nil {
+		tb.Fatalf("retry: %v", err)
+	}
+	if err := e.sys.Send("alice", "bob", 5, "s1"); err != nil {
+		tb.Fatalf("retry: %v", err)
+	}
+	e.mustSee(tb, "alice", want{coins: 975, items: map[ItemID]int64{cup: 1}, sent: map[string]Coins{"bob": 5}})
 }
 
 // TestIdempotencyBeyondMemory: once a user's key table has forgotten keys
