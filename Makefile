@@ -11,7 +11,7 @@ DURATION ?= 30s
 CONNS ?= 64
 export JWT_SECRET ?= dev-secret-not-for-production
 
-.PHONY: help build run test test-cluster lint fmt bench bench-http load locust profile soak fuzz pg-up pg-down clean
+.PHONY: help build run test test-cluster lint fmt bench bench-http bench-cluster load locust profile soak fuzz pg-up pg-down clean
 
 # Packages with tests (Test functions, not only benchmarks), the fault tests
 # apart (they run alone, after the race suite); and those with allocation
@@ -68,6 +68,10 @@ bench:
 ## bench-http: the service vs a static fasthttp handler, in one run, with ratios.
 bench-http:
 	DURATION=$${DURATION:-10s} CONNS=$(CONNS) scripts/with-server.sh scripts/bench-http.sh
+
+## bench-cluster: one node vs three nodes behind HAProxy vs three nodes loaded on one (forwards), same run.
+bench-cluster:
+	DURATION=$${DURATION:-10s} CONNS=$(CONNS) scripts/bench-cluster.sh
 
 ## load: start PostgreSQL + the service, run the load generator for DURATION, print the report.
 load:

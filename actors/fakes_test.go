@@ -1,6 +1,9 @@
 package actors
 
-import "testing"
+import (
+	"context"
+	"testing"
+)
 
 // The shared fakes are package actorstest's, which imports actors, so
 // these internal tests cannot import it. The cycle is broken like an
@@ -38,6 +41,8 @@ type TestStore interface {
 	SetKeyErr(err error)
 	SetGate(gate <-chan struct{})
 	Violations() []string
+	UserExists(ctx context.Context, name string) (bool, error)
+	Pending() Coins
 }
 
 // TestJournal is actorstest.Journal: persist's contract over a TestStore,

@@ -22,6 +22,14 @@ type row struct {
 	received map[string]actors.Coins
 	sent     map[string]actors.Coins
 	keys     []actors.KeyedRequest
+	folds    int64 // pending-credit folds applied
+}
+
+// pendingCredit is a TransferredOut's credit, waiting for a Folded record
+// of its receiver's shard.
+type pendingCredit struct {
+	from, to string
+	amount   actors.Coins
 }
 
 // Store is an in-memory actors.Store. Journals commit records to it with
@@ -38,6 +46,7 @@ type Store struct {
 	violations    []string        // records the database would have refused
 	keyChecks     int             // KeyApplied calls
 	registrations map[string]int  // Registered records applied, per name
+	pending       []pendingCredit // TransferredOut credits not folded yet
 	changes       Notifier        // notified after every LoadUser entry and Apply
 }
 
@@ -156,7 +165,29 @@ func (u *row) key(key string) (actors.KeyedRequest, bool) {
 func (u *row) state() actors.UserState {
 	keys := u.keys[max(0, len(u.keys)-actors.KeysPerUserMax):]
 	return actors.UserState{PasswordHash: u.hash, Coins: u.coins, Inventory: u.inv,
-		Received: totals(u.received), Sent: totals(u.sent), Keys: append([]actors.KeyedRequest(nil), keys...)}
+		Received: totals(u.received), Sent: totals(u.sent), Keys: append([]actors.KeyedRequest(nil), keys...),
+		Folds: u.folds}
+}
+
+// UserExists implements actors.Names.
+func (s *Store) UserExists(_ context.Context, name string) (bool, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.downErr != nil {
+		return false, s.downErr
+	}
+	return s.users[name] != nil, nil
+}
+
+// Pending returns the credits not folded yet, summed.
+func (s *Store) Pending() actors.Coins {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var sum actors.Coins
+	for _, p := range s.pending {
+		sum += p.amount
+	}
+	return sum
 }
 
 func totals(m map[string]actors.Coins) []actors.Counterparty {
@@ -306,13 +337,68 @@ func (s *Store) Apply(rec *actors.Record) error {
 		}
 		u.sent[rec.Peer] += rec.Amount
 		peer.received[rec.User] += rec.Amount
+	case actors.TransferredOut:
+		switch {
+		case u == nil || s.users[rec.Peer] == nil:
+			return s.violation(rec, "unknown sender or recipient")
+		case rec.User == rec.Peer || rec.Amount <= 0:
+			return s.violation(rec, "self transfer or bad amount")
+		case u.coins < rec.Amount:
+			return s.violation(rec, "balance %d would go negative", u.coins)
+		}
+		u.coins -= rec.Amount
+		if u.sent == nil {
+			u.sent = map[string]actors.Coins{}
+		}
+		u.sent[rec.Peer] += rec.Amount
+		s.pending = append(s.pending, pendingCredit{from: rec.User, to: rec.Peer, amount: rec.Amount})
+	case actors.Folded:
+		s.fold(rec)
+		return nil
 	default:
 		return s.violation(rec, "a kind this store does not model")
 	}
 	if rec.Key != "" {
-		u.keys = append(u.keys, actors.KeyedRequest{Key: rec.Key, Kind: rec.Kind, Item: rec.Item, Peer: rec.Peer, Amount: rec.Amount})
+		kind := rec.Kind
+		if kind == actors.TransferredOut { // stored as a transfer, as persist does
+			kind = actors.Transferred
+		}
+		u.keys = append(u.keys, actors.KeyedRequest{Key: rec.Key, Kind: kind, Item: rec.Item, Peer: rec.Peer, Amount: rec.Amount})
 	}
 	return nil
+}
+
+// fold applies and forgets the pending credits of rec.Shard, once, and
+// reports them with each receiver's fold counter; s.mu is held.
+func (s *Store) fold(rec *actors.Record) {
+	kept := s.pending[:0]
+	var applied []pendingCredit
+	for _, p := range s.pending {
+		if actors.ShardOf(p.to) == rec.Shard {
+			applied = append(applied, p)
+			continue
+		}
+		kept = append(kept, p)
+	}
+	s.pending = kept
+	bumped := map[string]bool{}
+	for _, p := range applied {
+		to := s.users[p.to]
+		if !bumped[p.to] {
+			to.folds++
+			bumped[p.to] = true
+		}
+		to.coins += p.amount
+		if to.received == nil {
+			to.received = map[string]actors.Coins{}
+		}
+		to.received[p.from] += p.amount
+	}
+	if rec.Credits != nil {
+		for _, p := range applied {
+			*rec.Credits = append(*rec.Credits, actors.Credit{From: p.from, To: p.to, Amount: p.amount, Folds: s.users[p.to].folds})
+		}
+	}
 }
 
 // violation records that the database would have refused rec; s.mu is

@@ -27,7 +27,9 @@ func TestStoreRefusesWhatPostgresRefuses(t *testing.T) {
 		{"wrong price", actors.Record{Kind: actors.Purchased, User: "alice", Item: 4, Amount: 9}, "price"},
 		{"registered rich", actors.Record{Kind: actors.Registered, User: "carol", Amount: 2000}, "registered with"},
 		{"live key", actors.Record{Kind: actors.Purchased, User: "alice", Item: 4, Amount: 10, Key: "k1"}, "already stored"},
-		{"cluster record", actors.Record{Kind: actors.Folded}, "does not model"},
+		{"unknown kind", actors.Record{Kind: actors.Folded + 1, User: "alice"}, "does not model"},
+		{"transfer out to nobody", actors.Record{Kind: actors.TransferredOut, User: "alice", Peer: "nobody", Amount: 1}, "unknown sender or recipient"},
+		{"transfer out over balance", actors.Record{Kind: actors.TransferredOut, User: "alice", Peer: "bob", Amount: 5000}, "negative"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
