@@ -24,6 +24,10 @@ package persist
 //  4. A broken invariant of our own (superseded writer, marker ahead of us,
 //     a balance update that touched the wrong rows: MS003) halts the
 //     journal for good and calls Fatal. Nothing of that batch was written.
+//  5. In a cluster, a batch whose ownership version is stale (MS005: a
+//     shard was taken from this node, or it took one) was not written
+//     either; fence.go re-reads what the node holds and writes the records
+//     of leases it still holds again (persist/lease.go has the protocol).
 
 import (
 	"context"
@@ -32,9 +36,7 @@ import (
 	"log/slog"
 	"time"
 
-	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 
 	"merch/actors"
 )
@@ -76,25 +78,6 @@ func (j *Journal) commit(b *batch) {
 	}
 	b.aggregate()
 	j.commitOrSplit(b)
-}
-
-// dropStale completes the records made under a lease the node does not
-// hold now (an actor of an older epoch) with actors.ErrNotOwner, before
-// they are sent: the version check on the server only tells that the
-// node's view of its leases is current, not that every record is of it.
-// False when nothing is left to write.
-func (j *Journal) dropStale(b *batch) bool {
-	kept := b.entries[:0]
-	for i := range b.entries {
-		if j.holds(&b.entries[i].rec) {
-			kept = append(kept, b.entries[i])
-			continue
-		}
-		b.entries[i].rec.Done.JournalDone(actors.ErrNotOwner)
-	}
-	clear(b.entries[len(kept):])
-	b.entries = kept
-	return len(kept) > 0
 }
 
 // commitOrSplit writes an aggregated batch and completes its records; on a
@@ -213,66 +196,6 @@ func (j *Journal) retire(b *batch, cause error) (outcome, error) {
 	}
 }
 
-// refreshOwnership handles a batch the fence refused (cause): no attempt of
-// it committed (journal_begin reports "already committed" before "not
-// owner") and none can (the version only grows), so its id is reused. The
-// node re-reads what it holds; records of leases it lost fail with
-// actors.ErrNotOwner, the rest are written again.
-func (j *Journal) refreshOwnership(b *batch, cause error) (outcome, error) {
-	if j.cfg.Ownership == nil {
-		j.halt(fmt.Errorf("persist: batch %d: another node took this single node's shards: %w", b.id, cause))
-		return halted, cause
-	}
-	backoff := j.cfg.RetryMin
-	for {
-		ctx, cancel := context.WithTimeout(context.Background(), j.cfg.AttemptTimeout)
-		v, err := j.cfg.Ownership.Refresh(ctx)
-		cancel()
-		if err == nil {
-			slog.Warn("journal batch fenced: this node lost shards; their records fail", "batch", b.id,
-				"version", j.version, "now", v)
-			j.version = v
-			return fenced, cause
-		}
-		j.healthy.Store(false)
-		if !j.wait(backoff) {
-			return abandoned, err
-		}
-		backoff = min(backoff*2, j.cfg.RetryMax)
-	}
-}
-
-// notOwner completes the records of b whose leases were lost with
-// actors.ErrNotOwner (definite: nothing was written) and writes the rest
-// again, in order.
-func (j *Journal) notOwner(b *batch) {
-	held := newBatch()
-	for i := range b.entries {
-		r := &b.entries[i].rec
-		if j.holds(r) {
-			held.entries = append(held.entries, b.entries[i])
-			continue
-		}
-		r.Done.JournalDone(actors.ErrNotOwner)
-	}
-	if len(held.entries) > 0 {
-		held.aggregate()
-		j.commitOrSplit(held)
-	}
-}
-
-// holds reports whether the node still holds every lease r was made under.
-func (j *Journal) holds(r *actors.Record) bool {
-	own := j.cfg.Ownership
-	switch r.Kind {
-	case actors.Folded:
-		return own.Holds(r.Shard, r.Epoch)
-	case actors.Transferred:
-		return own.Holds(actors.ShardOf(r.User), r.Epoch) && own.Holds(actors.ShardOf(r.Peer), r.PeerEpoch)
-	}
-	return own.Holds(actors.ShardOf(r.User), r.Epoch)
-}
-
 const markerSQL = `SELECT incarnation, last_batch FROM journal_writers WHERE writer = $1`
 
 // attempt sends the batch as one implicit transaction: all statements are
@@ -366,9 +289,6 @@ func (b *batch) readFold(br pgx.BatchResults) error {
 	return rows.Err()
 }
 
-// errorClass says what to do after an attempt.
-type errorClass uint8
-
 const (
 	classOK        errorClass = iota
 	classTransient            // retry the same batch
@@ -377,55 +297,3 @@ const (
 	classFatal                // a broken invariant of our own
 	classNotOwner             // the fence: this node's ownership changed
 )
-
-// classify sorts an attempt's error. Server errors other than the known
-// transient classes are refusals of the content: the transaction was
-// rolled back, and isolating the records responsible keeps the rest
-// flowing. Anything that is not a server error (network, timeout, closed
-// pool) is transient: the outcome is unknown and the marker resolves it.
-func classify(err error) errorClass {
-	switch {
-	case err == nil:
-		return classOK
-	case errors.Is(err, errCommitted):
-		return classCommitted
-	case errors.Is(err, errSuperseded), errors.Is(err, errMarkerAhead):
-		return classFatal
-	}
-	var pgErr *pgconn.PgError
-	if !errors.As(err, &pgErr) {
-		return classTransient
-	}
-	switch c := pgErr.Code; {
-	case c == codeCommitted:
-		return classCommitted
-	case c == codeSuperseded || c == codeMarkerAhead || c == codeInvariant:
-		return classFatal
-	case c == codeNotOwner:
-		return classNotOwner
-	case pgerrcode.IsConnectionException(c), pgerrcode.IsTransactionRollback(c),
-		pgerrcode.IsInsufficientResources(c), pgerrcode.IsOperatorIntervention(c),
-		pgerrcode.IsSystemError(c), pgerrcode.IsInvalidTransactionState(c),
-		pgerrcode.IsObjectNotInPrerequisiteState(c), pgerrcode.IsInternalError(c):
-		return classTransient
-	}
-	return classRefused
-}
-
-func isServerError(err error) bool {
-	var pgErr *pgconn.PgError
-	return errors.As(err, &pgErr)
-}
-
-// logRefused reports a record the database refused on its own. Never the
-// password hash; the server's message names the constraint, not the data.
-func logRefused(r *actors.Record, err error) {
-	code, msg := "", err.Error()
-	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) {
-		code, msg = pgErr.Code, pgErr.Message
-	}
-	slog.Error("journal record refused by the database; answered 500", "kind", r.Kind.String(),
-		"user", r.User, "peer", r.Peer, "item", r.Item.Name(), "amount", int64(r.Amount),
-		"key", r.Key, "sqlstate", code, "reason", msg)
-}
