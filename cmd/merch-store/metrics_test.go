@@ -144,7 +144,7 @@ func TestDashboardQueriesReturnData(t *testing.T) {
 	if len(exprs) < 20 {
 		t.Fatalf("only %d expressions found in the dashboard", len(exprs))
 	}
-	s := mustStart(t, testConfig(mustDatabase(t)))
+	s := mustStart(t, clusterConfig(mustDatabase(t), "dash")) // a one-node cluster: every panel has data
 	traffic(s, true)
 	prom := startPrometheus(t, promBin, strings.TrimPrefix(s.admin, "http://"))
 	// Wait for enough scrapes that rate() over 1m has two samples, while
