@@ -36,6 +36,7 @@ type rig struct {
 	nodes  map[string]*node
 	edge   *edge
 	slots  []*slot // node names and addresses HAProxy knows, used or free
+	edgeAt string  // HAProxy's address, the same across its restarts
 }
 
 // slot is a node's fixed identity: name and addresses, reused when a
@@ -275,7 +276,14 @@ func (r *rig) startEdge(frozen bool) *edge {
 		r.t.Fatal("the cluster tests need haproxy (Debian package haproxy; .ci/run installs it)")
 	}
 	dir := r.t.TempDir()
-	e := &edge{addr: freePort(r.t), dir: dir}
+	if r.edgeAt == "" {
+		r.edgeAt = freePort(r.t)
+	}
+	if r.edge != nil { // one HAProxy at a time
+		_ = r.edge.cmd.Process.Kill()
+		_ = r.edge.cmd.Wait()
+	}
+	e := &edge{addr: r.edgeAt, dir: dir}
 	cfg := r.haproxyConfig(dir, e.addr, frozen)
 	if err := os.WriteFile(filepath.Join(dir, "haproxy.cfg"), []byte(cfg), 0o644); err != nil {
 		r.t.Fatal(err)
