@@ -142,6 +142,9 @@ func probeUser(r *rig, pop users, node string) string {
 	return ""
 }
 
+// stormSeq numbers the storms' keys across cycles.
+var stormSeq int
+
 // probes are the ops the fault cycles send themselves (checked with the
 // load's).
 var probes []*op
@@ -292,7 +295,8 @@ func storms(t *testing.T, r *rig, pop users) time.Duration {
 	}
 	bad := 0
 	send := func(c *harness.Client, from, to string, i int) {
-		o := &op{user: from, peer: to, amount: 1, key: fmt.Sprintf("storm-%d-%s", i, from)}
+		stormSeq++
+		o := &op{user: from, peer: to, amount: 1, key: fmt.Sprintf("storm-%d", stormSeq)}
 		probes = append(probes, o)
 		o.code = o.send(c, pop.tokens[from])
 		if o.outcome = classify(o.code); o.code >= 500 {

@@ -300,7 +300,46 @@ func (r *rig) startEdge(frozen bool) *edge {
 	}
 	e.cmd, e.log = startHAProxy(r.t, filepath.Join(dir, "haproxy.cfg"), e.addr)
 	r.edge = e
+	r.waitChecks(filepath.Join(dir, "admin.sock"))
 	return e
+}
+
+// waitChecks waits until HAProxy's health checks agree with the slots:
+// servers of running nodes up, the others down (before, a request pinned
+// to a dead slot could exhaust its retries on other dead slots).
+func (r *rig) waitChecks(sock string) {
+	r.t.Helper()
+	want := map[string]string{}
+	for _, sl := range r.slots {
+		want[sl.id] = "0"
+		if n := r.node(sl.id); n != nil && n.srv.Alive() && !n.stopped {
+			want[sl.id] = "2"
+		}
+	}
+	if !harness.WaitUntil(10*time.Second, func() bool {
+		c, err := net.Dial("unix", sock)
+		if err != nil {
+			return false
+		}
+		defer c.Close()
+		_, _ = c.Write([]byte("show servers state nodes\n"))
+		got := map[string]string{}
+		sc := bufio.NewScanner(c)
+		for sc.Scan() {
+			f := strings.Fields(sc.Text())
+			if len(f) > 5 && f[1] == "nodes" {
+				got[f[3]] = f[5] // srv_name, srv_op_state
+			}
+		}
+		for id, st := range want {
+			if got[id] != st {
+				return false
+			}
+		}
+		return true
+	}) {
+		r.t.Fatalf("haproxy's health checks never matched the nodes")
+	}
 }
 
 // startHAProxy runs haproxy on cfg and waits until addr accepts
@@ -354,7 +393,8 @@ func (r *rig) haproxyConfig(dir, bind string, frozen bool) string {
 	}
 	cfg := strings.ReplaceAll(string(b), "/usr/local/etc/haproxy/", dir+"/")
 	cfg = strings.Replace(cfg, "bind :8080", "bind "+bind, 1)
-	cfg = strings.Replace(cfg, "log stdout format raw local0 info", "log stderr format raw local0 warning", 1)
+	cfg = strings.Replace(cfg, "log stdout format raw local0 info",
+		"log stderr format raw local0 warning\n    stats socket "+dir+"/admin.sock level admin", 1)
 	var internal []string
 	var servers strings.Builder
 	for _, id := range r.ids() {
