@@ -21,7 +21,7 @@ var activations atomic.Uint64
 func (s *System) resolve(name string, until int64) (*handle, error) {
 	sp := s.dir.stripe(name)
 	h := sp.get(name)
-	if h == nil || h.dead() || !s.current(h) {
+	if h == nil || h.dead() || h.broken.Load() || !s.current(h) {
 		h = s.activate(sp, name)
 	}
 	return s.await(h, until)
@@ -32,7 +32,7 @@ func (s *System) resolve(name string, until int64) (*handle, error) {
 func (s *System) resolveBytes(name []byte, until int64) (*handle, error) {
 	sp := s.dir.stripeBytes(name)
 	h := sp.getBytes(name)
-	if h == nil || h.dead() || !s.current(h) {
+	if h == nil || h.dead() || h.broken.Load() || !s.current(h) {
 		h = s.activate(sp, string(name))
 	}
 	return s.await(h, until)
@@ -103,14 +103,18 @@ func (s *System) activate(sp *stripe, name string) *handle {
 		if h == nil || h.dead() {
 			break
 		}
-		if h.epoch == epoch {
+		if h.epoch == epoch && !h.broken.Load() {
 			sp.mu.Unlock()
 			return h
 		}
-		// Loaded under an older lease: never served again; replaced once
-		// its requests are done.
+		// Loaded under an older lease, or its state is suspect (a panic, a
+		// missed fold): never served again; replaced once its requests are
+		// done — by the first request after that, not only the janitor.
 		sp.mu.Unlock()
 		if !s.passivate(h) {
+			if h.epoch == epoch {
+				return h // broken, still busy: it refuses new work itself and takes what it is owed
+			}
 			return busyHandle
 		}
 		sp.mu.Lock()

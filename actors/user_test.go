@@ -182,6 +182,32 @@ func TestUnknownOutcomeNeverFreesMoney(t *testing.T) {
 	}
 }
 
+// TestBrokenActorRebuiltByNextRequest: a broken actor with nothing in
+// flight is replaced by the next request that finds it — loaded afresh
+// from the store at once — not left answering ErrUnavailable until the
+// janitor's next sweep (here: never).
+func TestBrokenActorRebuiltByNextRequest(t *testing.T) {
+	cfg := testConfig()
+	cfg.SweepInterval = time.Hour
+	e := mustNewEnv(t, cfg, liveJournal, "alice")
+	e.journal.SetRefuse(func(rec *Record) error {
+		if rec.Kind == Purchased && rec.Item == socks {
+			panic("injected: journal append panicked")
+		}
+		return nil
+	})
+	if err := e.sys.Buy("alice", cup, ""); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.sys.Buy("alice", socks, ""); !errors.Is(err, ErrInternal) {
+		t.Fatalf("Buy that panicked = %v, want ErrInternal", err)
+	}
+	e.mustSee(t, "alice", want{coins: 980, items: map[ItemID]int64{cup: 1}})
+	if got := e.store.LoadCount("alice"); got != 2 {
+		t.Fatalf("LoadUser(alice) called %d times, want 2 (a rebuild)", got)
+	}
+}
+
 // TestPanicRecovery: a panic inside an actor answers ErrInternal, makes the
 // user unavailable (never empty), still honours what the journal owes it,
 // and the janitor rebuilds it from the store.
