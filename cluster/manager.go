@@ -89,13 +89,13 @@ type Manager struct {
 	epoch    [actors.ShardCount]atomic.Uint64
 	deadline [actors.ShardCount]atomic.Int64
 	view     atomic.Pointer[view]
+	viewMu   sync.Mutex // serialises reading and storing views
 
 	mu       sync.Mutex // serialises Run's tick and Refresh; guards held
 	held     map[actors.Shard]uint64
 	renewed  atomic.Int64 // ticks whose renewal succeeded (tests, metrics)
 	failed   atomic.Int64 // renewals that failed
 	handoffs atomic.Int64 // shards handed off
-	lastView atomic.Int64 // clock of the last forced view refresh
 }
 
 // NewManager returns a Manager that holds nothing yet; Run starts it.
@@ -176,13 +176,14 @@ func (m *Manager) tick(ctx context.Context) []actors.Shard {
 	c, cancel := context.WithTimeout(ctx, m.cfg.RenewEvery)
 	defer cancel()
 	m.renew(c)
-	owners, nodes, err := m.cfg.Store.View(c, m.cfg.TTL)
+	m.viewMu.Lock()
+	err := m.readView(c)
+	v := m.view.Load()
+	m.viewMu.Unlock()
 	if err != nil {
 		slog.Warn("cluster: reading the owners failed", "err", err)
 		return nil
 	}
-	v := newView(owners, nodes)
-	m.view.Store(v)
 	var want []actors.Shard
 	var leave []actors.Shard
 	for s := range actors.ShardCount {
@@ -248,6 +249,7 @@ func (m *Manager) acquire(ctx context.Context, want []actors.Shard) {
 		return
 	}
 	deadline := sent + int64(m.cfg.TTL-m.cfg.Margin)
+	m.viewMu.Lock()
 	v := *m.view.Load() // the view predates the acquisition: show it
 	for _, l := range got {
 		m.held[l.Shard] = l.Epoch
@@ -256,6 +258,7 @@ func (m *Manager) acquire(ctx context.Context, want []actors.Shard) {
 		v.owners[l.Shard] = Owner{Shard: l.Shard, Node: m.cfg.Node, Incarnation: m.cfg.Incarnation, Epoch: l.Epoch, Live: true}
 	}
 	m.view.Store(&v)
+	m.viewMu.Unlock()
 	if len(got) > 0 {
 		slog.Info("cluster: shards acquired", "count", len(got))
 		if m.cfg.Gained != nil {

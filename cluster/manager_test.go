@@ -219,3 +219,57 @@ func TestTakeoverAndRestart(t *testing.T) {
 		t.Fatalf("restarted b holds %d shards at once, want its %d", b2.held(), want)
 	}
 }
+
+// countingStore counts View reads.
+type countingStore struct {
+	cluster.Store
+	views atomic.Int64
+}
+
+func (c *countingStore) View(ctx context.Context, liveFor time.Duration) ([]cluster.Owner, []cluster.Node, error) {
+	c.views.Add(1)
+	return c.Store.View(ctx, liveFor)
+}
+
+// TestRefreshView: shard 7 moves from a to c after b read its view (and
+// refreshed it once more just before, for another request). A burst of
+// refreshes after the move — concurrent misdirected requests — reads the
+// owners once in all, and every one of them then routes by the fresh
+// view: a read that began before a refresh was asked never stands in for
+// it.
+func TestRefreshView(t *testing.T) {
+	leases := mustLeases(t)
+	ctx := context.Background()
+	a := mustNode(t, leases, "na", 1, time.Hour)
+	a.m.Tick(ctx) // alone: a takes every shard
+	store := &countingStore{Store: leases}
+	b := mustNode(t, store, "nb", 1, time.Hour)
+	b.m.Tick(ctx) // a's leases are live: b takes none, its view names a
+	if node, _, ok := b.m.Owner(7); !ok || node != "na" {
+		t.Fatalf("b routes shard 7 to %q (%v)", node, ok)
+	}
+	b.clock.Add(time.Millisecond)
+	b.m.RefreshView(ctx)
+	mustNode(t, leases, "nc", 1, time.Hour)
+	e, _ := a.m.Lease(7)
+	if err := leases.Release(ctx, "na", 1, []cluster.Lease{{Shard: 7, Epoch: e}}); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := leases.Acquire(ctx, "nc", 1, []actors.Shard{7}, time.Hour); err != nil || len(got) != 1 {
+		t.Fatalf("c acquires shard 7: %v %v", got, err)
+	}
+	b.clock.Add(time.Millisecond)
+	before := store.views.Load()
+	var wg sync.WaitGroup
+	for range 16 {
+		wg.Add(1)
+		go func() { defer wg.Done(); b.m.RefreshView(ctx) }()
+	}
+	wg.Wait()
+	if n := store.views.Load() - before; n != 1 {
+		t.Errorf("16 refreshes asked at once read the owners %d times, want 1", n)
+	}
+	if node, _, ok := b.m.Owner(7); !ok || node != "nc" {
+		t.Errorf("after the refresh b routes shard 7 to %q (ok %v), want nc", node, ok)
+	}
+}

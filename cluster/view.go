@@ -2,9 +2,9 @@ package cluster
 
 import (
 	"context"
-	"merch/actors"
 	"slices"
-	"time"
+
+	"merch/actors"
 )
 
 // view is the last read of owners and nodes.
@@ -12,6 +12,7 @@ type view struct {
 	owners [actors.ShardCount]Owner
 	addr   map[string]string // live node → internal address
 	live   []string          // live node IDs, sorted
+	readAt int64             // clock when its read began
 }
 
 // Owner returns the node believed to own s and its internal address, from
@@ -71,29 +72,37 @@ func newView(owners []Owner, nodes []Node) *view {
 	return v
 }
 
-// viewRefreshMin spaces forced view refreshes (misdirected requests can
-// come in bursts).
-const viewRefreshMin = 100 * time.Millisecond
-
-// RefreshView re-reads the owners now (a misdirected forward), at most
-// once per viewRefreshMin.
+// RefreshView re-reads the owners (a misdirected forward found the view
+// wrong) unless a view whose read began after this call is there by the
+// time it gets its turn: a burst of misdirected requests costs one read,
+// and each of them then routes by a view read after its own failure.
 func (m *Manager) RefreshView(ctx context.Context) {
-	now := m.clock()
-	last := m.lastView.Load()
-	if now-last < int64(viewRefreshMin) || !m.lastView.CompareAndSwap(last, now) {
+	asked := m.clock()
+	m.viewMu.Lock()
+	defer m.viewMu.Unlock()
+	if m.view.Load().readAt >= asked {
 		return
 	}
+	_ = m.readView(ctx)
+}
+
+// readView reads the owners and nodes and stores them as the new view,
+// with this node's own leases as it holds them; viewMu is held.
+func (m *Manager) readView(ctx context.Context) error {
+	readAt := m.clock()
 	owners, nodes, err := m.cfg.Store.View(ctx, m.cfg.TTL)
 	if err != nil {
-		return
+		return err
 	}
 	v := newView(owners, nodes)
-	for s := range actors.ShardCount { // this node's own leases, as it holds them
+	v.readAt = readAt
+	for s := range actors.ShardCount {
 		if e := m.epoch[s].Load(); e != 0 {
 			v.owners[s] = Owner{Shard: actors.Shard(s), Node: m.cfg.Node, Incarnation: m.cfg.Incarnation, Epoch: e, Live: true}
 		}
 	}
 	m.view.Store(v)
+	return nil
 }
 
 // HeldShards returns the shards the node holds (valid or not).
