@@ -49,6 +49,7 @@ type envConfig struct {
 	logger        fasthttp.Logger      // the HTTP server's error log; nil: discarded
 	registry      *prometheus.Registry // nil: a fresh empty one
 	actorMetrics  actors.Metrics       // nil: actors.NopMetrics
+	router        Router               // nil: a node alone
 }
 
 // testEnv is a real System (hollywood engine, user actors) behind the real
@@ -144,7 +145,7 @@ func mustEnv(tb testing.TB, cfg envConfig) *testEnv {
 		tb.Fatal(err)
 	}
 	e.srv, err = New(Config{System: e.sys, Tokens: e.tokens, Hasher: e.hasher, Limiter: e.limiter,
-		Registrations: regs, Registry: e.registry})
+		Registrations: regs, Registry: e.registry, Router: cfg.router, ForwardTimeout: failTimeout})
 	if err != nil {
 		tb.Fatal(err)
 	}

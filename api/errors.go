@@ -85,6 +85,7 @@ var errorReplies = buildReplies([]struct {
 	{actors.ErrClosed, fasthttp.StatusServiceUnavailable},
 	{actors.ErrNotOwner, fasthttp.StatusServiceUnavailable},
 	{errNoOwner, fasthttp.StatusServiceUnavailable},
+	{errForwardUnknown, fasthttp.StatusServiceUnavailable},
 })
 
 var internalBody = errorBody("internal error")

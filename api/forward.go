@@ -10,6 +10,13 @@ package api
 // Retry-After if that fails too. A local request that finds its shard lost
 // while it ran (ErrNotOwner: nothing was changed) is forwarded the same
 // way.
+//
+// A retry never sends a change twice: it follows a 421 (the owner did
+// nothing), a request that was never sent (peerconn.go), or a request that
+// is safe to repeat (a read, a login, a change under an Idempotency-Key,
+// which the owner applies once). A change without a key whose owner did
+// not answer may have been applied: it is answered 503 "outcome unknown",
+// as the node alone answers a change whose commit it could not confirm.
 
 import (
 	"errors"
@@ -27,9 +34,12 @@ import (
 type Router interface {
 	// Owns reports whether this node answers for name now.
 	Owns(name string) bool
-	// Owner returns the internal address of name's owner, if one is known.
+	// Owner returns the internal address of another node that owns name,
+	// if one is known.
 	Owner(name string) (addr string, ok bool)
-	// Refresh re-reads the owners (after a misdirected answer).
+	// Refresh re-reads the owners after they proved wrong (a misdirected
+	// answer, no owner known); concurrent calls share one read that began
+	// after each of them.
 	Refresh()
 }
 
@@ -45,6 +55,10 @@ var (
 // errMisdirected: a forwarded request reached a node that does not own its
 // user (421); the forwarder retries once with fresh owners.
 var errMisdirected = errors.New("this node does not serve that user; retry")
+
+// errForwardUnknown: the owner took a change without an idempotency key
+// and did not answer; it may have applied it.
+var errForwardUnknown = errors.New("the owner did not answer; the change may have been applied (send it with an Idempotency-Key to retry safely)")
 
 // errNoOwner: nobody is known to own the user's shard right now (a
 // takeover in progress): 503 with Retry-After.
@@ -70,7 +84,8 @@ func (f *forwarder) client(addr string) *fasthttp.HostClient {
 	if c == nil {
 		c = &fasthttp.HostClient{Addr: addr, MaxConns: forwardConnsPerPeer, ReadTimeout: f.timeout,
 			WriteTimeout: f.timeout, MaxIdemponentCallAttempts: 1, NoDefaultUserAgentHeader: true,
-			DisableHeaderNamesNormalizing: true}
+			DisableHeaderNamesNormalizing: true,
+			Dial:                          func(addr string) (net.Conn, error) { return dialPeer(addr, f.timeout) }}
 		f.clients[addr] = c
 	}
 	return c
@@ -97,6 +112,28 @@ func (s *Server) lostWhileServing(ctx *fasthttp.RequestCtx, name string, err err
 	return true
 }
 
+// Outcomes of one forwarding attempt (merch_cluster_forwards_total{result}).
+type forwardResult int
+
+const (
+	fwdAnswered    forwardResult = iota // the owner answered (any status but 421)
+	fwdMisdirected                      // 421: the owner lost the shard; retried
+	fwdNotSent                          // never left this node; retried
+	fwdFailed                           // sent, no answer: retried if repeatable, else unknown
+	fwdNoOwner                          // no owner known after the tries: 503
+	forwardResults
+)
+
+var forwardResultNames = [forwardResults]string{"answered", "misdirected", "not_sent", "failed", "no_owner"}
+
+// Forwarding bounds: at most forwardSends requests sent per client request,
+// and forwardTries looks at the owners (a stale view costs a look, not a
+// send).
+const (
+	forwardSends = 2
+	forwardTries = 3
+)
+
 // forward sends the request to name's owner and copies its answer; a
 // forwarded request is refused instead (421).
 func (s *Server) forward(ctx *fasthttp.RequestCtx, name string) {
@@ -111,22 +148,49 @@ func (s *Server) forward(ctx *fasthttp.RequestCtx, name string) {
 	ctx.Request.CopyTo(req)
 	req.Header.SetBytesKV(headerHop, []byte("1"))
 	req.Header.SetBytesK(headerClient, clientIP(ctx).String())
-	for attempt := 0; attempt < 2; attempt++ {
+	for tries, sends := 0, 0; tries < forwardTries && sends < forwardSends; tries++ {
 		addr, ok := s.router.Owner(name)
 		if !ok {
 			s.router.Refresh()
 			continue
 		}
+		sends++
 		req.SetHost(addr)
-		err := s.fwd.client(addr).DoTimeout(req, resp, s.fwd.timeout)
-		if err == nil && resp.StatusCode() != fasthttp.StatusMisdirectedRequest {
-			s.forwarded.Add(1)
+		c := s.fwd.client(addr)
+		err := c.DoTimeout(req, resp, s.fwd.timeout)
+		switch {
+		case err == nil && resp.StatusCode() != fasthttp.StatusMisdirectedRequest:
+			s.forwards[fwdAnswered].Add(1)
 			resp.CopyTo(&ctx.Response)
 			return
+		case err == nil: // 421: the owner did nothing
+			s.forwards[fwdMisdirected].Add(1)
+		case errors.Is(err, errNotSent):
+			s.forwards[fwdNotSent].Add(1)
+			sends--                  // nothing reached the peer
+			c.CloseIdleConnections() // the peer restarted: its other pooled connections are dead too
+		case !repeatable(&ctx.Request):
+			s.forwards[fwdFailed].Add(1)
+			writeError(ctx, errForwardUnknown)
+			return
+		default:
+			s.forwards[fwdFailed].Add(1)
 		}
 		s.router.Refresh()
 	}
+	s.forwards[fwdNoOwner].Add(1)
 	writeError(ctx, errNoOwner)
+}
+
+// repeatable reports whether sending req twice has the effect of sending it
+// once: reads, logins (a login creates its user at most once) and changes
+// under an Idempotency-Key. GET /api/buy/{item} is a change.
+func repeatable(req *fasthttp.Request) bool {
+	if len(req.Header.Peek("Idempotency-Key")) > 0 {
+		return true
+	}
+	p := req.URI().Path()
+	return string(p) == "/api/info" || string(p) == "/api/auth"
 }
 
 // public is the public listener's handler: hop and client headers are ours

@@ -60,7 +60,7 @@ type Server struct {
 	handler         fasthttp.RequestHandler
 	router          Router
 	fwd             *forwarder
-	forwarded       atomic.Int64
+	forwards        [forwardResults]atomic.Int64
 }
 
 // New builds the router.
@@ -82,8 +82,15 @@ func New(cfg Config) (*Server, error) {
 	return s, nil
 }
 
-// Forwarded returns how many requests this node forwarded to an owner.
-func (s *Server) Forwarded() int64 { return s.forwarded.Load() }
+// Forwards returns how many forwarding attempts ended how, by result
+// (merch_cluster_forwards_total{result}; see forward.go).
+func (s *Server) Forwards() map[string]int64 {
+	out := make(map[string]int64, forwardResults)
+	for r, name := range forwardResultNames {
+		out[name] = s.forwards[r].Load()
+	}
+	return out
+}
 
 // Handler returns the request handler.
 func (s *Server) Handler() fasthttp.RequestHandler { return s.handler }

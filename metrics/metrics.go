@@ -187,9 +187,9 @@ type ClusterSources struct {
 	Owned             func() int   // shards the node answers for now
 	Renewals          func() int64 // lease renewals that succeeded
 	RenewFailures     func() int64
-	Handoffs          func() int64 // shards handed off
-	Forwards          func() int64 // requests forwarded to an owner
-	CreditWaitsMissed func() int64 // transfers answered before their fold was confirmed
+	Handoffs          func() int64            // shards handed off
+	Forwards          func() map[string]int64 // forwarding attempts by result
+	CreditWaitsMissed func() int64            // transfers answered before their fold was confirmed
 	Pending           func() (count int64, oldest time.Duration)
 }
 
@@ -206,7 +206,12 @@ func RegisterCluster(reg prometheus.Registerer, src ClusterSources) {
 	c("merch_cluster_lease_renewals_total", "Lease renewals that succeeded.", src.Renewals)
 	c("merch_cluster_lease_renew_failures_total", "Lease renewals that failed.", src.RenewFailures)
 	c("merch_cluster_handoffs_total", "Shards handed off to another node (drain, release).", src.Handoffs)
-	c("merch_cluster_forwards_total", "Requests forwarded to the owner of their user.", src.Forwards)
+	for result := range src.Forwards() {
+		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "merch_cluster_forwards_total",
+			Help:        "Attempts to forward a request to the owner of its user, by result (answered, misdirected, not_sent, failed, no_owner).",
+			ConstLabels: prometheus.Labels{"result": result}},
+			func() float64 { return float64(src.Forwards()[result]) }))
+	}
 	c("merch_cluster_credit_waits_missed_total", "Transfers to another owner's user answered before its fold was confirmed.", src.CreditWaitsMissed)
 	g("merch_cluster_pending_credits", "Credits written by this node's transfers or waiting for its folds (last poll).",
 		func() float64 { n, _ := src.Pending(); return float64(n) })

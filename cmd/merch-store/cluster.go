@@ -49,9 +49,11 @@ func (r router) Owns(name string) bool {
 	return ok
 }
 
+// Owner names another node: a view that says this node owns a shard it
+// does not answer for (lost, or handing off) is stale, not a destination.
 func (r router) Owner(name string) (string, bool) {
-	_, addr, ok := r.m.Owner(actors.ShardOf(name))
-	return addr, ok
+	node, addr, ok := r.m.Owner(actors.ShardOf(name))
+	return addr, ok && node != r.m.Node()
 }
 
 func (r router) Refresh() {
@@ -123,7 +125,7 @@ func (m *Main) registerClusterMetrics(reg prometheus.Registerer) {
 	n := m.node
 	metrics.RegisterCluster(reg, metrics.ClusterSources{
 		Owned: n.mgr.Owned, Renewals: n.mgr.Renewals, RenewFailures: n.mgr.RenewFailures,
-		Handoffs: n.mgr.Handoffs, Forwards: m.api.Forwarded, CreditWaitsMissed: m.sys.CreditWaitsMissed,
+		Handoffs: n.mgr.Handoffs, Forwards: m.api.Forwards, CreditWaitsMissed: m.sys.CreditWaitsMissed,
 		Pending: func() (int64, time.Duration) {
 			return n.pendingCount.Load(), time.Duration(n.pendingAge.Load())
 		},

@@ -99,7 +99,7 @@ func TestClusterTwoNodes(t *testing.T) {
 	if r.Pending != 0 {
 		t.Fatalf("pending credits left: %d", r.Pending)
 	}
-	if a.m.api.Forwarded()+b.m.api.Forwarded() == 0 {
+	if a.m.api.Forwards()["answered"]+b.m.api.Forwards()["answered"] == 0 {
 		t.Fatal("nothing was forwarded: the test did not cross nodes")
 	}
 }
