@@ -294,13 +294,21 @@ func storms(t *testing.T, r *rig, pop users) time.Duration {
 		clients = append(clients, harness.NewClient(n.srv.Addr, 16, 5*time.Second))
 	}
 	bad := 0
+	var seen []string
 	send := func(c *harness.Client, from, to string, i int) {
 		stormSeq++
 		o := &op{user: from, peer: to, amount: 1, key: fmt.Sprintf("storm-%d", stormSeq)}
 		probes = append(probes, o)
-		o.code = o.send(c, pop.tokens[from])
+		res := o.do(c, pop.tokens[from])
+		o.code = res.Code
 		if o.outcome = classify(o.code); o.code >= 500 {
 			bad++
+			if len(seen) == 0 {
+				seen = append(seen, r.explain(from))
+			}
+			if len(seen) < 5 {
+				seen = append(seen, fmt.Sprintf("%s(%s)→%s(%s) via %s: %d %s", from, ownerOf(r, from), to, ownerOf(r, to), c.Base(), o.code, res.Body))
+			}
 		}
 	}
 	for i := range 200 {
@@ -315,7 +323,7 @@ func storms(t *testing.T, r *rig, pop users) time.Duration {
 		}
 	}
 	if bad > 0 {
-		t.Errorf("storms across shards: %d 5xx", bad)
+		t.Errorf("storms across shards: %d 5xx, first: %v", bad, seen)
 	}
 	return time.Since(start)
 }
@@ -331,20 +339,27 @@ func frozenMap(t *testing.T, r *rig, pop users, rng *rand.Rand) time.Duration {
 	if !r.waitBalanced(20 * time.Second) {
 		t.Fatalf("the cluster did not settle: %v", r.owned())
 	}
-	forwardsBefore := r.scrape("merch_cluster_forwards_total")
+	forwardsBefore := r.scrape(`merch_cluster_forwards_total{result="answered"}`)
 	errors := 0
-	for i, u := range pop.names {
+	var seen []string
+	var firstBad string
+	for _, u := range pop.names {
 		for range 5 {
-			if code := edge.Do("GET", "/api/info", pop.tokens[u], "", nil).Code; code != 200 {
+			if res := edge.Do("GET", "/api/info", pop.tokens[u], "", nil); res.Code != 200 {
 				errors++
+				if len(seen) == 0 {
+					firstBad = u
+				}
+				if len(seen) < 5 {
+					seen = append(seen, fmt.Sprintf("%s (shard owner %s): %d %q %v", u, ownerOf(r, u), res.Code, res.Body, res.Err))
+				}
 			}
 		}
-		_ = i
 	}
 	if errors > 0 {
-		t.Errorf("frozen map: %d answers were not 200", errors)
+		t.Errorf("frozen map: %d answers were not 200, first: %v\n%s", errors, seen, r.explain(firstBad))
 	}
-	if r.scrape("merch_cluster_forwards_total") == forwardsBefore {
+	if r.scrape(`merch_cluster_forwards_total{result="answered"}`) == forwardsBefore {
 		t.Error("frozen map: nothing was forwarded after the shards moved")
 	}
 	// Back to three nodes and a live map.

@@ -3,6 +3,7 @@ package cluster
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"fmt"
 	"net"
 	"net/http"
@@ -17,8 +18,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"merch/actors"
 	"merch/bench/harness"
+	"merch/cluster"
 	"merch/internal/relay"
+	"merch/persist"
 )
 
 // ttl is the test lease TTL (renewals every ttl/3).
@@ -209,28 +215,127 @@ func (r *rig) scrapeNode(n *node, family string) float64 {
 		return -1
 	}
 	defer resp.Body.Close()
+	// family may name one series (`name{label="v"}`) or all of a name's.
 	sc := bufio.NewScanner(resp.Body)
+	sum, found := 0.0, false
 	for sc.Scan() {
 		line := sc.Text()
-		if strings.HasPrefix(line, family+" ") {
-			v, _ := strconv.ParseFloat(line[len(family)+1:], 64)
-			return v
+		if strings.HasPrefix(line, family+" ") || (!strings.Contains(family, "{") && strings.HasPrefix(line, family+"{")) {
+			v, _ := strconv.ParseFloat(line[strings.LastIndexByte(line, ' ')+1:], 64)
+			sum, found = sum+v, true
 		}
 	}
-	return -1
+	if !found {
+		return -1
+	}
+	return sum
 }
 
-// waitBalanced waits until the running nodes hold all 256 shards between
-// them, each some.
+// waitBalanced waits until the cluster has settled: the running nodes hold
+// all 256 shards between them, each some, and every shard's live lease in
+// the database is held by the node placement puts it on (no handoff is
+// left to do, so nothing is refused while it moves).
 func (r *rig) waitBalanced(d time.Duration) bool {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	pool, err := persist.Open(ctx, r.dbURL, 1)
+	if err != nil {
+		return false
+	}
+	defer pool.Close()
 	return harness.WaitUntil(d, func() bool {
 		total, each := 0.0, true
 		for _, v := range r.owned() {
 			total += v
 			each = each && v > 0
 		}
-		return total == 256 && each
+		return total == 256 && each && r.placed(ctx, pool)
 	})
+}
+
+// explain describes where user's shard is: the database's lease, the
+// nodes table and each running node's view (for failure messages).
+func (r *rig) explain(user string) string {
+	sh := actors.ShardOf(user)
+	var b strings.Builder
+	fmt.Fprintf(&b, "shard %d of %s, placed on %s\n", sh, user, func() string {
+		var live []string
+		for _, n := range r.running() {
+			live = append(live, n.id)
+		}
+		return cluster.Target(sh, live)
+	}())
+	ctx := context.Background()
+	if pool, err := persist.Open(ctx, r.dbURL, 1); err == nil {
+		var row string
+		_ = pool.QueryRow(ctx, `SELECT format('lease: %s inc %s epoch %s expires %s (now %s)', node_id, incarnation, epoch, expires_at, now()) FROM shard_owner WHERE shard = $1`, int16(sh)).Scan(&row)
+		fmt.Fprintln(&b, row)
+		rows, _ := pool.Query(ctx, `SELECT format('node %s inc %s at %s beat %s', node_id, incarnation, internal_addr, heartbeat_at) FROM nodes ORDER BY node_id`)
+		for rows != nil && rows.Next() {
+			_ = rows.Scan(&row)
+			fmt.Fprintln(&b, row)
+		}
+		pool.Close()
+	}
+	want := fmt.Sprintf("%d ", sh)
+	for _, n := range r.running() {
+		resp, err := http.Get("http://" + n.in.Addr() + "/internal/owners")
+		if err != nil {
+			fmt.Fprintf(&b, "%s: %v\n", n.id, err)
+			continue
+		}
+		var body bytes.Buffer
+		_, _ = body.ReadFrom(resp.Body)
+		_ = resp.Body.Close()
+		line := "(none)"
+		for _, l := range strings.Split(body.String(), "\n") {
+			if strings.HasPrefix(l, want) {
+				line = l
+			}
+		}
+		fwd := ""
+		for _, res := range []string{"answered", "misdirected", "not_sent", "failed", "no_owner"} {
+			fwd += fmt.Sprintf(" %s=%v", res, r.scrapeNode(n, `merch_cluster_forwards_total{result="`+res+`"}`))
+		}
+		fmt.Fprintf(&b, "%s (owns %v; forwards%s) sees: %s\n", n.id, r.scrapeNode(n, "merch_cluster_shards_owned"), fwd, line)
+	}
+	if os.Getenv("CLUSTER_LOGS") != "" {
+		for _, n := range r.running() {
+			fmt.Fprintf(&b, "--- %s log:\n%s\n", n.id, n.srv.LogText())
+		}
+	}
+	return b.String()
+}
+
+// placed reports whether every shard is leased (live, database clock) to
+// its placement target among the running nodes.
+func (r *rig) placed(ctx context.Context, pool *pgxpool.Pool) bool {
+	var live []string
+	for _, n := range r.running() {
+		live = append(live, n.id)
+	}
+	rows, err := pool.Query(ctx, `SELECT shard, node_id FROM shard_owner WHERE expires_at > now()`)
+	if err != nil {
+		return false
+	}
+	owner := map[actors.Shard]string{}
+	for rows.Next() {
+		var s int16
+		var n string
+		if rows.Scan(&s, &n) != nil {
+			return false
+		}
+		owner[actors.Shard(s)] = n
+	}
+	if rows.Err() != nil {
+		return false
+	}
+	for s := range actors.ShardCount {
+		if owner[actors.Shard(s)] != cluster.Target(actors.Shard(s), live) {
+			return false
+		}
+	}
+	return true
 }
 
 // residents samples /debug/actors on every running node: user → node →

@@ -41,11 +41,13 @@ func classify(code int) outcome {
 	return fail
 }
 
-func (o *op) send(c *harness.Client, tok string) int {
+func (o *op) send(c *harness.Client, tok string) int { return o.do(c, tok).Code }
+
+func (o *op) do(c *harness.Client, tok string) harness.Result {
 	if o.buy {
-		return c.Do("GET", "/api/buy/"+o.item, tok, o.key, nil).Code
+		return c.Do("GET", "/api/buy/"+o.item, tok, o.key, nil)
 	}
-	return c.Do("POST", "/api/sendCoin", tok, o.key, map[string]any{"toUser": o.peer, "amount": o.amount}).Code
+	return c.Do("POST", "/api/sendCoin", tok, o.key, map[string]any{"toUser": o.peer, "amount": o.amount})
 }
 
 // users is the population: names and tokens.

@@ -321,6 +321,9 @@ func NewClientFrom(addr, from string, conns int, timeout time.Duration) *Client 
 	return &Client{base: "http://" + addr, hc: &http.Client{Timeout: timeout, Transport: tr}}
 }
 
+// Base is the URL the client sends to.
+func (c *Client) Base() string { return c.base }
+
 // Result of one request: code 0 means no HTTP answer (timeout, refused).
 type Result struct {
 	Code    int
