@@ -53,11 +53,15 @@ type Credit struct {
 }
 
 // Record is one change to make durable. Journal implementations copy it.
+//
+// The three one-byte fields come first, together: Record is allocated for
+// every write, and packed it fits the 128-byte size class.
 type Record struct {
 	Kind         RecordKind
+	Item         ItemID
+	Shard        Shard  // Folded: the shard whose pending credits to fold
 	User         string // registrant, buyer or sender
 	Peer         string // transfer recipient
-	Item         ItemID
 	Amount       Coins  // price paid or coins sent
 	PasswordHash []byte // Registered only; never mutated after Append
 	Key          string // idempotency key, stored with the change; "" for none
@@ -66,7 +70,6 @@ type Record struct {
 	// shards of this node). The journal writes only records of leases the
 	// node still holds; ledger rows carry Epoch.
 	Epoch, PeerEpoch uint64
-	Shard            Shard     // Folded: the shard whose pending credits to fold
 	Credits          *[]Credit // Folded: the journal appends what it applied before Done
 	Done             Completion
 }
