@@ -107,6 +107,34 @@ func (p *peer) count(path string) int {
 	return p.got[path]
 }
 
+// forwardingEnv is a server whose router places every user on p, and a
+// token for alice.
+func forwardingEnv(t *testing.T, p *peer) (*testEnv, string) {
+	t.Helper()
+	e := mustEnv(t, envConfig{router: elsewhereRouter{p.ln.Addr().String()}})
+	token, err := e.tokens.Issue("alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e, token
+}
+
+// transfers sends n one-coin transfers through e one after another, calling
+// between after each; every one must succeed and p must receive exactly n.
+func transfers(t *testing.T, p *peer, e *testEnv, token string, n int, between func()) {
+	t.Helper()
+	for i := range n {
+		r := e.do(t, req{method: "POST", path: "/api/sendCoin", token: token, body: `{"toUser":"bob","amount":1}`})
+		if r.status != 200 {
+			t.Fatalf("transfer %d: %d %s", i, r.status, strings.TrimSpace(r.body))
+		}
+		between()
+	}
+	if got := p.count("/api/sendCoin"); got != n {
+		t.Errorf("the owner received %d transfers, want %d", got, n)
+	}
+}
+
 // TestForwardNeverSendsAChangeTwice: the owner takes each request and dies
 // before answering. A change without an Idempotency-Key may have been
 // applied: it is sent once and answered 503 "may have been applied"; reads
@@ -114,11 +142,7 @@ func (p *peer) count(path string) int {
 func TestForwardNeverSendsAChangeTwice(t *testing.T) {
 	t.Parallel()
 	p := startPeer(t, true, false)
-	e := mustEnv(t, envConfig{router: elsewhereRouter{p.ln.Addr().String()}})
-	token, err := e.tokens.Issue("alice")
-	if err != nil {
-		t.Fatal(err)
-	}
+	e, token := forwardingEnv(t, p)
 	send := `{"toUser":"bob","amount":5}`
 	tests := []struct {
 		name  string
@@ -150,22 +174,10 @@ func TestForwardNeverSendsAChangeTwice(t *testing.T) {
 func TestForwardSkipsClosedPooledConnections(t *testing.T) {
 	t.Parallel()
 	p := startPeer(t, false, true)
-	e := mustEnv(t, envConfig{router: elsewhereRouter{p.ln.Addr().String()}})
-	token, err := e.tokens.Issue("alice")
-	if err != nil {
-		t.Fatal(err)
-	}
-	const n = 20
-	for i := range n {
-		r := e.do(t, req{method: "POST", path: "/api/sendCoin", token: token, body: `{"toUser":"bob","amount":1}`})
-		if r.status != 200 {
-			t.Fatalf("transfer %d: %d %s", i, r.status, strings.TrimSpace(r.body))
-		}
+	e, token := forwardingEnv(t, p)
+	transfers(t, p, e, token, 20, func() {
 		<-p.closed // the pooled connection is dead before the next request
-	}
-	if got := p.count("/api/sendCoin"); got != n {
-		t.Errorf("the owner received %d transfers, want %d", got, n)
-	}
+	})
 }
 
 // TestForwardReusesConnections: requests forwarded one after another to a
@@ -173,20 +185,9 @@ func TestForwardSkipsClosedPooledConnections(t *testing.T) {
 func TestForwardReusesConnections(t *testing.T) {
 	t.Parallel()
 	p := startPeer(t, false, false)
-	e := mustEnv(t, envConfig{router: elsewhereRouter{p.ln.Addr().String()}})
-	token, err := e.tokens.Issue("alice")
-	if err != nil {
-		t.Fatal(err)
-	}
+	e, token := forwardingEnv(t, p)
 	const n = 20
-	for i := range n {
-		if r := e.do(t, req{method: "POST", path: "/api/sendCoin", token: token, body: `{"toUser":"bob","amount":1}`}); r.status != 200 {
-			t.Fatalf("transfer %d: %d %s", i, r.status, r.body)
-		}
-	}
-	if got := p.count("/api/sendCoin"); got != n {
-		t.Errorf("the owner received %d transfers, want %d", got, n)
-	}
+	transfers(t, p, e, token, n, func() {})
 	if c := p.connections(); c != 1 {
 		t.Errorf("%d sequential forwards used %d connections, want 1", n, c)
 	}
