@@ -77,7 +77,7 @@ func (h *handle) pin(limit int32) (dead bool, err error) {
 	}
 	if limit > 0 && h.own.Add(1) > limit {
 		h.unpinOwn()
-		return false, ErrOverloaded
+		return false, ErrUserBusy
 	}
 	h.lastUsed.Store(monotime())
 	return false, nil

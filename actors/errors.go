@@ -1,6 +1,9 @@
 package actors
 
-import "errors"
+import (
+	"errors"
+	"fmt"
+)
 
 // Domain and operating errors. They are allocated once, so error paths
 // allocate nothing; compare with errors.Is. Package api maps each one to a
@@ -29,4 +32,16 @@ var (
 	ErrNotOwner = errors.New("this node does not own the user's shard")
 	// ErrKeyReused: an idempotency key was reused for a different request.
 	ErrKeyReused = errors.New("idempotency key reused for a different request")
+)
+
+// Shed causes: each is one of the generic errors above (errors.Is holds,
+// so the API answers its status and body) with the cause named, so the
+// API can count why it shed a request (merch_shed_total{reason}).
+var (
+	// ErrJournalFull: the journal's bounded queue (JOURNAL_QUEUE) is full.
+	ErrJournalFull = fmt.Errorf("%w: journal queue full", ErrOverloaded)
+	// ErrJournalUnavailable: the journal's database writes are failing.
+	ErrJournalUnavailable = fmt.Errorf("%w: journal writes failing", ErrUnavailable)
+	// ErrUserBusy: the user has INFLIGHT_PER_USER requests pending.
+	ErrUserBusy = fmt.Errorf("%w: too many pending requests for the user", ErrOverloaded)
 )

@@ -136,8 +136,10 @@ func (s *System) keyed(user string, want KeyedRequest, until int64, write func(c
 		slog.Warn("idempotency key lookup failed", "user", user, "err", err)
 		return ErrUnavailable
 	case found && got != want:
+		s.metrics.KeyReplayed(ErrKeyReused)
 		return ErrKeyReused
 	case found:
+		s.metrics.KeyReplayed(nil)
 		return nil // applied before: replay its success
 	}
 	return write(true)

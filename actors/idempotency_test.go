@@ -20,6 +20,9 @@ func TestIdempotency(t *testing.T) {
 		if appends, _ := e.journal.Counts(); appends != 2 {
 			t.Fatalf("%d records for two keyed changes", appends)
 		}
+		if got := e.metrics.replayed.Load(); got != 4 {
+			t.Fatalf("%d replays counted, want 4", got)
+		}
 		e.mustSee(t, "alice", want{coins: 880, items: map[ItemID]int64{cup: 1}, sent: map[string]Coins{"bob": 100}})
 		e.mustSee(t, "bob", want{coins: 1100, received: map[string]Coins{"alice": 100}})
 		// The key is the sender's: the same key at another user is new.

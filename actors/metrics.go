@@ -43,6 +43,12 @@ type Metrics interface {
 	Processed(kind MessageKind, d time.Duration) // time spent in Receive
 	Activated()
 	Passivated()
+	Panicked() // a panic in Receive; the actor is rebuilt (and passivated later)
+	// KeyReplayed: a keyed request was answered from its idempotency key.
+	// err is nil or the remembered refusal (a replay), ErrKeyReused (the
+	// key names another request) or ErrKeyInFlight (its first use is
+	// still pending).
+	KeyReplayed(err error)
 }
 
 // NopMetrics discards observations.
@@ -52,6 +58,8 @@ func (NopMetrics) MailboxWait(time.Duration)            {}
 func (NopMetrics) Processed(MessageKind, time.Duration) {}
 func (NopMetrics) Activated()                           {}
 func (NopMetrics) Passivated()                          {}
+func (NopMetrics) Panicked()                            {}
+func (NopMetrics) KeyReplayed(error)                    {}
 
 // Stats is a snapshot of gauges for metrics and tests.
 type Stats struct {

@@ -11,6 +11,8 @@ import (
 type fakeMetrics struct {
 	activated  atomic.Int64
 	passivated atomic.Int64
+	panicked   atomic.Int64
+	replayed   atomic.Int64 // KeyReplayed, whatever its error
 	processed  [kindCount]atomic.Int64
 	waits      atomic.Int64
 	changes    Notifier // notified after every observation
@@ -59,6 +61,16 @@ func (m *fakeMetrics) Activated() {
 
 func (m *fakeMetrics) Passivated() {
 	m.passivated.Add(1)
+	m.changes.Notify()
+}
+
+func (m *fakeMetrics) Panicked() {
+	m.panicked.Add(1)
+	m.changes.Notify()
+}
+
+func (m *fakeMetrics) KeyReplayed(error) {
+	m.replayed.Add(1)
 	m.changes.Notify()
 }
 

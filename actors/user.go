@@ -117,6 +117,9 @@ func (u *user) replay(r *request) bool {
 	}
 	seen, err := u.keys.lookup(r)
 	if seen {
+		if !errors.Is(err, errKeyCheck) {
+			u.sys.metrics.KeyReplayed(err)
+		}
 		u.respond(r, err)
 	}
 	return seen
@@ -201,6 +204,7 @@ func (u *user) recoverPanic() {
 	u.broken = true
 	u.h.broken.Store(true)
 	u.info = nil
+	u.sys.metrics.Panicked()
 	slog.Error("actor panic; rebuilding user from store", "user", u.h.name, "panic", v,
 		"stack", string(debug.Stack()))
 	if r := u.cur; r != nil {

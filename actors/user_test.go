@@ -202,6 +202,9 @@ func TestBrokenActorRebuiltByNextRequest(t *testing.T) {
 	if err := e.sys.Buy("alice", socks, ""); !errors.Is(err, ErrInternal) {
 		t.Fatalf("Buy that panicked = %v, want ErrInternal", err)
 	}
+	if got := e.metrics.panicked.Load(); got != 1 {
+		t.Fatalf("%d panics counted, want 1", got)
+	}
 	e.mustSee(t, "alice", want{coins: 980, items: map[ItemID]int64{cup: 1}})
 	if got := e.store.LoadCount("alice"); got != 2 {
 		t.Fatalf("LoadUser(alice) called %d times, want 2 (a rebuild)", got)

@@ -116,6 +116,9 @@ func writeError(ctx *fasthttp.RequestCtx, err error) {
 	for i := range errorReplies {
 		if r := &errorReplies[i]; errors.Is(err, r.err) {
 			ctx.SetStatusCode(r.status)
+			if r.status == fasthttp.StatusServiceUnavailable {
+				countShed(err) // merch_shed_total{reason}
+			}
 			ctx.Response.SetBodyRaw(r.body)
 			if r.retryAfter != nil {
 				ctx.Response.Header.SetBytesKV(headerRetryAfter, r.retryAfter)

@@ -169,7 +169,7 @@ func (s *Server) authenticate(user string, password []byte, addr net.IP) error {
 	// verify after loading): when hashing is saturated, refuse before paying
 	// for a database lookup.
 	if s.hasher.Busy() && !s.sys.Resident(user) {
-		return actors.ErrOverloaded
+		return errHashQueueFull
 	}
 	counted := false // one registration attempt takes one token
 	for range authAttempts {

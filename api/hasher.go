@@ -31,6 +31,7 @@ type Hasher struct {
 	hash    chan *hashJob // Hash: new users
 	quit    chan struct{}
 	queued  atomic.Int64
+	cap     int64 // jobs that can wait or run: both queues and the workers
 	wg      sync.WaitGroup
 	digests sync.Pool // of hash.Hash (HMAC-SHA256 with a per-process key)
 	observe func(time.Duration)
@@ -64,7 +65,7 @@ func NewHasher(cost, workers, queueMax int, observe func(time.Duration)) (*Hashe
 		observe = func(time.Duration) {}
 	}
 	h := &Hasher{cost: cost, verify: make(chan *hashJob, queueMax), hash: make(chan *hashJob, queueMax),
-		quit: make(chan struct{}), observe: observe}
+		quit: make(chan struct{}), observe: observe, cap: int64(2*queueMax + workers)}
 	h.digests.New = func() any { return hmac.New(sha256.New, key) }
 	h.wg.Add(workers)
 	for range workers {
@@ -82,6 +83,10 @@ func (h *Hasher) Close() {
 
 // QueueDepth returns the number of jobs waiting or running.
 func (h *Hasher) QueueDepth() int64 { return h.queued.Load() }
+
+// QueueCapacity returns the most jobs QueueDepth can count: both queues
+// and one running job per worker.
+func (h *Hasher) QueueCapacity() int64 { return h.cap }
 
 func (h *Hasher) work() {
 	defer h.wg.Done()
@@ -121,7 +126,7 @@ func (h *Hasher) drain() {
 func (h *Hasher) do(j *hashJob) {
 	start := time.Now()
 	if start.After(j.deadline) {
-		j.err = actors.ErrOverloaded // its caller has given up
+		j.err = errHashQueueFull // its caller has given up
 		h.queued.Add(-1)
 		close(j.done)
 		return
@@ -148,7 +153,7 @@ func (h *Hasher) run(password, hash []byte) (*hashJob, error) {
 	case q <- j:
 	default:
 		h.queued.Add(-1)
-		return nil, actors.ErrOverloaded
+		return nil, errHashQueueFull
 	}
 	<-j.done // a started job finishes within one hash time of the deadline
 	if errors.Is(j.err, actors.ErrOverloaded) {

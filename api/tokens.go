@@ -7,6 +7,7 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/maypok86/otter/v2"
+	"github.com/maypok86/otter/v2/stats"
 
 	"merch/actors"
 )
@@ -19,6 +20,7 @@ type Tokens struct {
 	ttl    time.Duration
 	parser *jwt.Parser
 	cache  *otter.Cache[string, verified]
+	stats  *stats.Counter // the cache's hits and misses (striped: no contention)
 	now    func() time.Time
 }
 
@@ -36,12 +38,13 @@ func NewTokens(secret []byte, ttl time.Duration, cacheMax int) (*Tokens, error) 
 	if ttl <= 0 || cacheMax < 1 {
 		return nil, errors.New("api: token TTL and cache size must be positive")
 	}
-	t := &Tokens{secret: secret, ttl: ttl, now: time.Now}
+	t := &Tokens{secret: secret, ttl: ttl, now: time.Now, stats: stats.NewCounter()}
 	// The parse and the cache check must agree on the clock.
 	t.parser = jwt.NewParser(jwt.WithValidMethods([]string{jwt.SigningMethodHS256.Alg()}),
 		jwt.WithExpirationRequired(), jwt.WithIssuedAt(), jwt.WithTimeFunc(func() time.Time { return t.now() }))
 	cache, err := otter.New(&otter.Options[string, verified]{
-		MaximumSize: cacheMax,
+		MaximumSize:   cacheMax,
+		StatsRecorder: t.stats,
 		ExpiryCalculator: otter.ExpiryCreatingFunc(func(e otter.Entry[string, verified]) time.Duration {
 			return time.Until(time.Unix(e.Value.exp, 0))
 		}),
@@ -51,6 +54,13 @@ func NewTokens(secret []byte, ttl time.Duration, cacheMax int) (*Tokens, error) 
 	}
 	t.cache = cache
 	return t, nil
+}
+
+// CacheStats returns the cache's lookups so far that found a verified
+// token (hits) and that did not (misses, then parsed).
+func (t *Tokens) CacheStats() (hits, misses uint64) {
+	st := t.stats.Snapshot()
+	return st.Hits, st.Misses
 }
 
 // Issue returns a signed token for user.

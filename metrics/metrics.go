@@ -1,7 +1,9 @@
 package metrics
 
 import (
+	"errors"
 	"regexp"
+	"runtime"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -19,6 +21,10 @@ type Actors struct {
 	process     [len(actors.MessageKinds)]prometheus.Observer
 	activations prometheus.Counter
 	passivation prometheus.Counter
+	panics      prometheus.Counter
+	replays     prometheus.Counter
+	conflicts   prometheus.Counter
+	inFlight    prometheus.Counter
 }
 
 var _ actors.Metrics = (*Actors)(nil)
@@ -32,6 +38,14 @@ func NewActors(reg prometheus.Registerer) *Actors {
 			Help: "User actors spawned (loaded from PostgreSQL or registered)."}),
 		passivation: prometheus.NewCounter(prometheus.CounterOpts{Name: "merch_actor_passivations_total",
 			Help: "User actors stopped after being idle (or rebuilt after a failure)."}),
+		panics: prometheus.NewCounter(prometheus.CounterOpts{Name: "merch_actor_panics_total",
+			Help: "Panics in a user actor's Receive (the actor is rebuilt from PostgreSQL)."}),
+		replays: prometheus.NewCounter(prometheus.CounterOpts{Name: "merch_idempotency_replays_total",
+			Help: "Keyed changes answered from their Idempotency-Key (the first outcome, not applied again)."}),
+		conflicts: prometheus.NewCounter(prometheus.CounterOpts{Name: "merch_idempotency_conflicts_total",
+			Help: "Idempotency-Keys reused for a different request (answered 422)."}),
+		inFlight: prometheus.NewCounter(prometheus.CounterOpts{Name: "merch_idempotency_in_flight_total",
+			Help: "Keyed changes refused because the key's first use was still pending (answered 409)."}),
 	}
 	msgs := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "merch_actor_messages_total",
 		Help: "Messages processed by user actors, by type."}, []string{"type"})
@@ -41,7 +55,7 @@ func NewActors(reg prometheus.Registerer) *Actors {
 		m.messages[i] = msgs.WithLabelValues(k.String())
 		m.process[i] = proc.WithLabelValues(k.String())
 	}
-	reg.MustRegister(m.wait, m.activations, m.passivation, msgs, proc)
+	reg.MustRegister(m.wait, m.activations, m.passivation, m.panics, m.replays, m.conflicts, m.inFlight, msgs, proc)
 	return m
 }
 
@@ -52,6 +66,17 @@ func (m *Actors) Processed(k actors.MessageKind, d time.Duration) {
 }
 func (m *Actors) Activated()  { m.activations.Inc() }
 func (m *Actors) Passivated() { m.passivation.Inc() }
+func (m *Actors) Panicked()   { m.panics.Inc() }
+func (m *Actors) KeyReplayed(err error) {
+	switch {
+	case errors.Is(err, actors.ErrKeyReused):
+		m.conflicts.Inc()
+	case errors.Is(err, actors.ErrKeyInFlight):
+		m.inFlight.Inc()
+	default: // the first outcome: success or the remembered refusal
+		m.replays.Inc()
+	}
+}
 
 // Journal implements persist.JournalMetrics with merch_journal_* metrics
 // (matched by method set: metrics does not import persist).
@@ -102,6 +127,9 @@ type GaugeSources struct {
 	Actors       func() actors.Stats // one scan of the directory per scrape
 	JournalDepth func() int
 	HashDepth    func() int64
+	// The bounds the depths run into (merch_*_capacity): constants.
+	JournalCapacity int
+	HashCapacity    int64
 }
 
 // gauges is one collector for every value read at scrape time, so the
@@ -109,24 +137,28 @@ type GaugeSources struct {
 type gauges struct {
 	src                                      GaugeSources
 	depth, depthMax, active, journal, hashes *prometheus.Desc
+	journalCap, hashCap                      *prometheus.Desc
 }
 
 // RegisterGauges registers the scrape-time gauges: merch_actor_mailbox_depth,
-// merch_actor_mailbox_depth_max, merch_actors_active,
-// merch_journal_queue_depth and merch_auth_hash_queue_depth.
+// merch_actor_mailbox_depth_max, merch_actor_active,
+// merch_journal_queue_depth, merch_journal_queue_capacity,
+// merch_auth_hash_queue_depth and merch_auth_hash_queue_capacity.
 func RegisterGauges(reg prometheus.Registerer, src GaugeSources) {
 	d := func(name, help string) *prometheus.Desc { return prometheus.NewDesc(name, help, nil, nil) }
 	reg.MustRegister(&gauges{src: src,
-		depth:    d("merch_actor_mailbox_depth", "Messages queued in user actors' mailboxes, total."),
-		depthMax: d("merch_actor_mailbox_depth_max", "Deepest single user actor mailbox now."),
-		active:   d("merch_actors_active", "Resident user actors."),
-		journal:  d("merch_journal_queue_depth", "Records waiting for the journal writer."),
-		hashes:   d("merch_auth_hash_queue_depth", "bcrypt jobs waiting or running."),
+		depth:      d("merch_actor_mailbox_depth", "Messages queued in user actors' mailboxes, total."),
+		depthMax:   d("merch_actor_mailbox_depth_max", "Deepest single user actor mailbox now."),
+		active:     d("merch_actor_active", "Resident user actors."),
+		journal:    d("merch_journal_queue_depth", "Records waiting for the journal writer."),
+		journalCap: d("merch_journal_queue_capacity", "Records the journal queue holds before writes are shed (JOURNAL_QUEUE)."),
+		hashes:     d("merch_auth_hash_queue_depth", "bcrypt jobs waiting or running."),
+		hashCap:    d("merch_auth_hash_queue_capacity", "bcrypt jobs that can wait or run before logins are shed (2 x HASH_QUEUE + HASH_WORKERS)."),
 	})
 }
 
 func (g *gauges) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{g.depth, g.depthMax, g.active, g.journal, g.hashes} {
+	for _, d := range []*prometheus.Desc{g.depth, g.depthMax, g.active, g.journal, g.journalCap, g.hashes, g.hashCap} {
 		ch <- d
 	}
 }
@@ -139,6 +171,100 @@ func (g *gauges) Collect(ch chan<- prometheus.Metric) {
 	gauge(g.active, float64(st.Active))
 	gauge(g.journal, float64(g.src.JournalDepth()))
 	gauge(g.hashes, float64(g.src.HashDepth()))
+	gauge(g.journalCap, float64(g.src.JournalCapacity))
+	gauge(g.hashCap, float64(g.src.HashCapacity))
+}
+
+// RegisterBuildInfo registers merch_build_info{version,revision,goversion},
+// always 1, so a query can join any series with the build that made it.
+func RegisterBuildInfo(reg prometheus.Registerer, version, revision string) {
+	g := prometheus.NewGauge(prometheus.GaugeOpts{Name: "merch_build_info",
+		Help:        "The running binary: version, VCS revision and Go version; always 1.",
+		ConstLabels: prometheus.Labels{"version": version, "revision": revision, "goversion": runtime.Version()}})
+	g.Set(1)
+	reg.MustRegister(g)
+}
+
+// RegisterReady registers merch_ready: 1 when ready reports true (what
+// /readyz would answer 200 for), else 0. ready runs at scrape time and
+// must be bounded and safe for concurrent use.
+func RegisterReady(reg prometheus.Registerer, ready func() bool) {
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "merch_ready",
+		Help: "1 when /readyz answers 200 (the journal can write), else 0."},
+		func() float64 {
+			if ready() {
+				return 1
+			}
+			return 0
+		}))
+}
+
+// TokenCacheSources read the token cache's counters at scrape time.
+type TokenCacheSources struct {
+	Hits, Misses func() uint64
+}
+
+// RegisterTokenCache registers merch_auth_token_cache_hits_total and
+// merch_auth_token_cache_misses_total (hit ratio: hits / (hits + misses)).
+func RegisterTokenCache(reg prometheus.Registerer, src TokenCacheSources) {
+	c := func(name, help string, f func() uint64) {
+		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help},
+			func() float64 { return float64(f()) }))
+	}
+	c("merch_auth_token_cache_hits_total", "Bearer tokens found in the verified-token cache (no JWT parse).", src.Hits)
+	c("merch_auth_token_cache_misses_total", "Bearer tokens not in the cache (parsed and verified).", src.Misses)
+}
+
+// PoolStat is a snapshot of the database pool (pgxpool.Stat, copied so
+// this package does not import pgx).
+type PoolStat struct {
+	Acquired, Idle, Total, Max int32
+	Acquires, EmptyAcquires    int64
+	EmptyAcquireWait           time.Duration // total time acquires waited for a free connection
+}
+
+// poolCollector reads the pool once per scrape.
+type poolCollector struct {
+	stat                             func() PoolStat
+	acquired, idle, total, maxConns  *prometheus.Desc
+	acquires, emptyAcquires, waiting *prometheus.Desc
+}
+
+// RegisterDBPool registers merch_db_pool_*: connections acquired, idle,
+// total and the maximum (gauges); acquires, acquires that found the pool
+// empty and the time those waited (counters). stat runs at scrape time.
+func RegisterDBPool(reg prometheus.Registerer, stat func() PoolStat) {
+	d := func(name, help string) *prometheus.Desc { return prometheus.NewDesc(name, help, nil, nil) }
+	reg.MustRegister(&poolCollector{stat: stat,
+		acquired:      d("merch_db_pool_acquired_conns", "Database connections in use now."),
+		idle:          d("merch_db_pool_idle_conns", "Database connections idle in the pool now."),
+		total:         d("merch_db_pool_total_conns", "Database connections open now (acquired, idle and being opened)."),
+		maxConns:      d("merch_db_pool_max_conns", "The pool's bound on open connections (DB_MAX_CONNS)."),
+		acquires:      d("merch_db_pool_acquires_total", "Connections acquired from the pool."),
+		emptyAcquires: d("merch_db_pool_empty_acquires_total", "Acquires that found no idle connection and waited for one."),
+		waiting:       d("merch_db_pool_acquire_wait_seconds_total", "Time acquires spent waiting for a connection, total."),
+	})
+}
+
+func (p *poolCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{p.acquired, p.idle, p.total, p.maxConns, p.acquires, p.emptyAcquires, p.waiting} {
+		ch <- d
+	}
+}
+
+func (p *poolCollector) Collect(ch chan<- prometheus.Metric) {
+	st := p.stat()
+	gauge := func(d *prometheus.Desc, v float64) { ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v) }
+	counter := func(d *prometheus.Desc, v float64) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, v)
+	}
+	gauge(p.acquired, float64(st.Acquired))
+	gauge(p.idle, float64(st.Idle))
+	gauge(p.total, float64(st.Total))
+	gauge(p.maxConns, float64(st.Max))
+	counter(p.acquires, float64(st.Acquires))
+	counter(p.emptyAcquires, float64(st.EmptyAcquires))
+	counter(p.waiting, st.EmptyAcquireWait.Seconds())
 }
 
 // NewRejectedConns registers merch_http_connections_rejected_total{reason}

@@ -145,18 +145,21 @@ func (j *Journal) Append(rec *actors.Record) error {
 		// The writer is retrying a failed batch (database unreachable) or
 		// has halted: refuse new work at once rather than let it wait for a
 		// deadline. A batch being retried detects recovery by itself.
-		return actors.ErrUnavailable
+		return actors.ErrJournalUnavailable
 	}
 	select {
 	case j.queue <- entry{rec: *rec}:
 		return nil
 	default:
-		return actors.ErrOverloaded
+		return actors.ErrJournalFull
 	}
 }
 
 // QueueDepth returns the number of records waiting for the writer.
 func (j *Journal) QueueDepth() int { return len(j.queue) }
+
+// QueueCapacity returns the queue's bound (JournalConfig.QueueMax).
+func (j *Journal) QueueCapacity() int { return cap(j.queue) }
 
 // Healthy reports whether the last write attempt succeeded.
 func (j *Journal) Healthy() bool { return j.healthy.Load() }

@@ -267,11 +267,11 @@ func TestJournalSupersededWriterIsFatal(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("superseded writer not detected")
 	}
-	if err := mustWait(t, d); !errors.Is(err, actors.ErrUnavailable) {
-		t.Fatalf("record of the halted writer: %v, want ErrUnavailable", err)
+	if err := mustWait(t, d); !errors.Is(err, actors.ErrJournalUnavailable) {
+		t.Fatalf("record of the halted writer: %v, want ErrJournalUnavailable", err)
 	}
-	if err := j1.Append(&rec); !errors.Is(err, actors.ErrUnavailable) {
-		t.Fatalf("append after halt: %v, want ErrUnavailable", err)
+	if err := j1.Append(&rec); !errors.Is(err, actors.ErrJournalUnavailable) {
+		t.Fatalf("append after halt: %v, want ErrJournalUnavailable", err)
 	}
 	if err := j1.Ready(context.Background()); err == nil {
 		t.Fatal("halted journal reports ready")
@@ -318,7 +318,7 @@ func TestJournalQueueFullAndOutageRecovery(t *testing.T) {
 	// holds two more; the rest are refused at once.
 	var overloaded int
 	for range 6 {
-		if err := appendPen(); errors.Is(err, actors.ErrOverloaded) {
+		if err := appendPen(); errors.Is(err, actors.ErrJournalFull) {
 			overloaded++
 		} else if err != nil {
 			t.Fatal(err)
@@ -331,8 +331,8 @@ func TestJournalQueueFullAndOutageRecovery(t *testing.T) {
 	if err := j.Ready(context.Background()); err == nil {
 		t.Fatal("Ready during outage = nil")
 	}
-	if err := appendPen(); !errors.Is(err, actors.ErrUnavailable) {
-		t.Fatalf("append during outage: %v, want ErrUnavailable at once", err)
+	if err := appendPen(); !errors.Is(err, actors.ErrJournalUnavailable) {
+		t.Fatalf("append during outage: %v, want ErrJournalUnavailable at once", err)
 	}
 	if err := pgc.Start(); err != nil {
 		t.Fatal(err)

@@ -70,7 +70,7 @@ const (
 // commit writes b and completes every record in it.
 func (j *Journal) commit(b *batch) {
 	if j.halted.Load() {
-		j.complete(b, actors.ErrUnavailable)
+		j.complete(b, actors.ErrJournalUnavailable)
 		return
 	}
 	if j.cfg.Ownership != nil && !j.dropStale(b) {
@@ -90,7 +90,7 @@ func (j *Journal) commitOrSplit(b *batch) {
 	case abandoned:
 		j.complete(b, actors.ErrNotDurable)
 	case halted:
-		j.complete(b, actors.ErrUnavailable)
+		j.complete(b, actors.ErrJournalUnavailable)
 	case fenced:
 		j.notOwner(b)
 	case refused:

@@ -34,6 +34,7 @@ const (
 	registerAddrs      = 100_000         // client addresses tracked by the registration limit
 	absentTTL          = time.Second     // an unknown name is not looked up again for this long
 	keyPurgeInterval   = 10 * time.Minute
+	readyTimeout       = time.Second // merch_ready's check, as /readyz's
 	// fdReserve: file descriptors kept for everything but client
 	// connections (database pool, admin listener, logs, the runtime).
 	fdReserve = 128
@@ -120,6 +121,9 @@ func (m *Main) Start(ctx context.Context) error {
 		return startError(ctx, err)
 	}
 	reg := metrics.NewRegistry()
+	ver, rev := buildVersion()
+	metrics.RegisterBuildInfo(reg, ver, rev)
+	metrics.RegisterDBPool(reg, m.poolStat)
 	clustered := m.cfg.InternalAddr != ""
 	writer := singleWriterID
 	var ownership persist.Ownership // nil: a node alone
@@ -212,7 +216,11 @@ func (m *Main) startHTTP(reg *prometheus.Registry) error {
 		return err
 	}
 	metrics.RegisterGauges(reg, metrics.GaugeSources{Actors: m.sys.Stats,
-		JournalDepth: m.journal.QueueDepth, HashDepth: m.hasher.QueueDepth})
+		JournalDepth: m.journal.QueueDepth, HashDepth: m.hasher.QueueDepth,
+		JournalCapacity: m.journal.QueueCapacity(), HashCapacity: m.hasher.QueueCapacity()})
+	metrics.RegisterTokenCache(reg, metrics.TokenCacheSources{
+		Hits:   func() uint64 { h, _ := tokens.CacheStats(); return h },
+		Misses: func() uint64 { _, n := tokens.CacheStats(); return n }})
 	acfg := api.Config{System: m.sys, Tokens: tokens, Hasher: m.hasher, Limiter: limiter,
 		Registrations: regs, Registry: reg}
 	if m.node != nil {
@@ -229,8 +237,14 @@ func (m *Main) startHTTP(reg *prometheus.Registry) error {
 		return err
 	}
 	rejected := metrics.NewRejectedConns(reg)
+	onReject := func(reason string) {
+		rejected(reason)
+		if reason == listener.ReasonMaxConns { // answered 503
+			api.CountShedConn()
+		}
+	}
 	m.ln = listener.New(ln, listener.Config{
-		MaxConns: connCap(m.cfg), MaxConnsPerIP: m.cfg.MaxConnsPerIP, OnReject: rejected,
+		MaxConns: connCap(m.cfg), MaxConnsPerIP: m.cfg.MaxConnsPerIP, OnReject: onReject,
 		OnAcceptError: func(err error, backoff time.Duration) {
 			slog.Error("accept failed; retrying", "err", err, "backoff", backoff)
 		},
@@ -273,6 +287,11 @@ func (m *Main) startAdmin(reg *prometheus.Registry) error {
 		return fmt.Errorf("admin listen: %w", err)
 	}
 	m.adminLn = ln
+	metrics.RegisterReady(reg, func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), readyTimeout)
+		defer cancel()
+		return m.journal.Ready(ctx) == nil
+	})
 	m.admin = &http.Server{Handler: api.AdminHandler(reg, m.journal.Ready, m.debugHandlers()),
 		ReadHeaderTimeout: 5 * time.Second, IdleTimeout: time.Minute}
 	go m.serve("admin", func() error { return m.admin.Serve(ln) })
@@ -346,3 +365,11 @@ func (m *Main) Close() error {
 }
 
 var _ persist.JournalMetrics = (*metrics.Journal)(nil)
+
+// poolStat copies the pool's statistics for merch_db_pool_*.
+func (m *Main) poolStat() metrics.PoolStat {
+	st := m.pool.Stat()
+	return metrics.PoolStat{Acquired: st.AcquiredConns(), Idle: st.IdleConns(), Total: st.TotalConns(),
+		Max: st.MaxConns(), Acquires: st.AcquireCount(), EmptyAcquires: st.EmptyAcquireCount(),
+		EmptyAcquireWait: st.EmptyAcquireWaitTime()}
+}

@@ -159,8 +159,12 @@ func LoadConfig(args []string, getenv func(string) string) (Config, error) {
 	for _, s := range settings {
 		s.define(fs, flagName(s.env), s.usage+" ("+s.env+")")
 	}
+	showVersion := fs.Bool("version", false, "print the version and exit")
 	if err := fs.Parse(args); err != nil {
 		return c, err
+	}
+	if *showVersion {
+		return c, errVersion
 	}
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })

@@ -27,6 +27,10 @@ func main() {
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "merch-store:", err)
 		os.Exit(2)
+	if errors.Is(err, errVersion) {
+		fmt.Println(versionLine())
+		os.Exit(0)
+	}
 	}
 	lim := setupLogging(cfg, os.Stderr)
 	logCtx, stopLogs := context.WithCancel(context.Background())
