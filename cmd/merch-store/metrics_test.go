@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -12,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -76,8 +78,11 @@ func traffic(s *server, first bool) {
 func TestMetricsExposedAndMoving(t *testing.T) {
 	cfg := testConfig(mustDatabase(t))
 	cfg.IdleTTL = 50 * time.Millisecond // so passivations happen in the test
+	cfg.MaxConns = 8                    // so the test can make the cap shed
 	s := mustStart(t, cfg)
 	traffic(s, true)
+	idempotencyTraffic(s)
+	mustShedAtConnCap(t, s, cfg.MaxConns)
 	// Moved: counters and histogram counts > 0 after the traffic above.
 	moved := []string{
 		"merch_http_requests_total", "merch_http_request_duration_seconds_count",
@@ -86,12 +91,18 @@ func TestMetricsExposedAndMoving(t *testing.T) {
 		"merch_journal_batch_records_count", "merch_journal_flush_seconds_count",
 		"merch_journal_records_total", "merch_auth_hash_seconds_count",
 		"go_goroutines", "process_resident_memory_bytes", "go_gc_duration_seconds_count",
+		"merch_idempotency_replays_total", "merch_idempotency_conflicts_total", "merch_shed_total",
+		"merch_auth_token_cache_hits_total", "merch_auth_token_cache_misses_total",
+		"merch_db_pool_acquires_total", "merch_db_pool_max_conns", "merch_db_pool_total_conns",
+		"merch_journal_queue_capacity", "merch_auth_hash_queue_capacity", "merch_ready", "merch_build_info",
 	}
 	// Present (gauges that may be 0 when idle, the failure counter).
 	present := []string{
-		"merch_actor_mailbox_depth", "merch_actor_mailbox_depth_max", "merch_actors_active",
+		"merch_actor_mailbox_depth", "merch_actor_mailbox_depth_max", "merch_actor_active",
 		"merch_journal_queue_depth", "merch_journal_failures_total", "merch_auth_hash_queue_depth",
-		"merch_actor_passivations_total",
+		"merch_actor_passivations_total", "merch_actor_panics_total", "merch_idempotency_in_flight_total",
+		"merch_db_pool_acquired_conns", "merch_db_pool_idle_conns", "merch_db_pool_empty_acquires_total",
+		"merch_db_pool_acquire_wait_seconds_total",
 	}
 	samples := s.scrape()
 	for _, name := range moved {
@@ -108,6 +119,7 @@ func TestMetricsExposedAndMoving(t *testing.T) {
 		`merch_http_requests_total{code="200",route="auth"}`, `merch_http_requests_total{code="401",route="auth"}`,
 		`merch_http_requests_total{code="404",route="other"}`, `merch_actor_messages_total{type="credit"}`,
 		`merch_journal_records_total{kind="transferred"}`, `merch_journal_records_total{kind="registered"}`,
+		`merch_shed_total{reason="max_conns"}`,
 	} {
 		if samples[want] <= 0 {
 			t.Errorf("%s = %v, want > 0", want, samples[want])
@@ -118,6 +130,20 @@ func TestMetricsExposedAndMoving(t *testing.T) {
 			t.Errorf("per-user label in %s", k)
 		}
 	}
+	// Every reason is exported from the start, so alerts see the series.
+	for _, reason := range []string{"journal_queue_full", "journal_unavailable", "not_durable", "hash_queue_full",
+		"user_busy", "overloaded", "user_unavailable", "shutting_down", "not_owner", "no_owner",
+		"forward_unknown", "max_conns", "other"} {
+		if _, ok := samples[`merch_shed_total{reason="`+reason+`"}`]; !ok {
+			t.Errorf("merch_shed_total{reason=%q} missing", reason)
+		}
+	}
+	ver, rev := buildVersion()
+	info := fmt.Sprintf(`merch_build_info{goversion=%q,revision=%q,version=%q}`, runtime.Version(), rev, ver)
+	if samples[info] != 1 {
+		t.Errorf("%s = %v, want 1", info, samples[info])
+	}
+	mustPassPromtool(t, s)
 	// Idle actors are passivated by the janitor (every second).
 	deadline := time.Now().Add(10 * time.Second)
 	for {
@@ -129,6 +155,94 @@ func TestMetricsExposedAndMoving(t *testing.T) {
 			t.Fatalf("no passivation within 10 s (passivations %v)", v)
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// idempotencyTraffic replays a keyed purchase and reuses its key for
+// another item (422).
+func idempotencyTraffic(s *server) {
+	s.tb.Helper()
+	tok := s.auth("usr_keyed", "pw")
+	for range 2 {
+		if code, body := s.doKey("GET", "/api/buy/cup", tok, "metrics-k1", nil); code != 200 {
+			s.tb.Fatalf("keyed buy: %d %s", code, body)
+		}
+	}
+	if code, body := s.doKey("GET", "/api/buy/pen", tok, "metrics-k1", nil); code != 422 {
+		s.tb.Fatalf("key reused for another item: %d %s, want 422", code, body)
+	}
+}
+
+// mustShedAtConnCap opens one connection more than the cap allows (the
+// test's client may hold some too) and asks on each: every accepted one
+// answers 401, a refused one 503.
+func mustShedAtConnCap(tb testing.TB, s *server, maxConns int) {
+	tb.Helper()
+	addr := strings.TrimPrefix(s.base, "http://")
+	refused := 0
+	var conns []net.Conn
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	for range maxConns + 1 {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		conns = append(conns, c)
+	}
+	for _, c := range conns {
+		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+		if _, err := c.Write([]byte("GET /api/info HTTP/1.1\r\nHost: merch\r\n\r\n")); err != nil {
+			refused++ // closed by the rejecter before the write: counted too
+			continue
+		}
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			tb.Fatalf("reading an answer: %v", err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode == http.StatusServiceUnavailable {
+			refused++
+		}
+	}
+	if refused == 0 {
+		tb.Fatalf("%d connections over a cap of %d: none refused", len(conns), maxConns)
+	}
+}
+
+// mustPassPromtool checks the exposition with promtool check metrics
+// (naming, units, help, types): what Prometheus' own linter reports.
+func mustPassPromtool(tb testing.TB, s *server) {
+	tb.Helper()
+	bin, err := exec.LookPath("promtool")
+	if err != nil {
+		tb.Skip("promtool not found: install the Debian package prometheus (.ci/run does) to lint the exposition")
+	}
+	code, body := s.do("GET", "/metrics", "", nil)
+	if code != 200 {
+		tb.Fatalf("/metrics: %d", code)
+	}
+	cmd := exec.Command(bin, "check", "metrics")
+	cmd.Stdin = bytes.NewReader(body)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		tb.Fatalf("promtool check metrics: %v\n%s", err, out)
+	}
+}
+
+// TestVersionFlag: -version is answered before any other setting is read
+// and prints what merch_build_info exports.
+func TestVersionFlag(t *testing.T) {
+	_, err := LoadConfig([]string{"-version"}, func(string) string { return "not a valid value" })
+	if !errors.Is(err, errVersion) {
+		t.Fatalf("LoadConfig(-version) = %v, want errVersion", err)
+	}
+	ver, rev := buildVersion()
+	want := "version=" + ver + " revision=" + rev + " goversion=" + runtime.Version()
+	if line := versionLine(); !strings.HasSuffix(line, want) {
+		t.Fatalf("versionLine() = %q, want it to end in %q", line, want)
 	}
 }
 
