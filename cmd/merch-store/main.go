@@ -20,6 +20,9 @@ import (
 const logKeysMax = 4096
 
 func main() {
+	if isProbe(os.Args[1:]) { // a healthcheck: no configuration, nothing started
+		os.Exit(probeMain(os.Args[1:], os.Stderr))
+	}
 	cfg, err := LoadConfig(os.Args[1:], getenv)
 	if errors.Is(err, flag.ErrHelp) {
 		os.Exit(0)
