@@ -203,10 +203,12 @@ func (e *testEnv) ready(context.Context) error {
 
 // reply is a response, copied out of fasthttp's pooled objects.
 type reply struct {
-	status      int
-	body        string
-	contentType string
-	retryAfter  string
+	status       int
+	body         string
+	contentType  string // "" when absent
+	retryAfter   string
+	requestID    string
+	cacheControl string
 }
 
 // req describes one request; headers are name, value pairs. from, when
@@ -251,8 +253,10 @@ func (e *testEnv) do(tb testing.TB, r req) reply {
 	if err := client.DoTimeout(q, resp, failTimeout); err != nil {
 		tb.Fatalf("%s %s: %v", r.method, r.path, err)
 	}
+	checkSpec(tb, r.method, r.path, resp) // spec_test.go
 	return reply{status: resp.StatusCode(), body: string(resp.Body()), contentType: string(resp.Header.ContentType()),
-		retryAfter: string(resp.Header.Peek("Retry-After"))}
+		retryAfter: string(resp.Header.Peek("Retry-After")), requestID: string(resp.Header.Peek("X-Request-Id")),
+		cacheControl: string(resp.Header.Peek("Cache-Control"))}
 }
 
 // clientFrom returns a client whose connections come from addr (an IP).
@@ -294,9 +298,12 @@ func (e *testEnv) raw(tb testing.TB, request string) reply {
 	if err := resp.Read(bufio.NewReader(c)); err != nil {
 		tb.Fatalf("reading response to %.60q: %v", request, err)
 	}
+	method, path := requestLine(request)
+	checkSpec(tb, method, path, resp) // spec_test.go
 	_ = c.Close()
 	<-writeErr
-	return reply{status: resp.StatusCode(), body: string(resp.Body()), contentType: string(resp.Header.ContentType())}
+	return reply{status: resp.StatusCode(), body: string(resp.Body()), contentType: string(resp.Header.ContentType()),
+		requestID: string(resp.Header.Peek("X-Request-Id"))}
 }
 
 // mustAuth logs name in (registering it if new) and returns the token.

@@ -1,9 +1,10 @@
 package api
 
 import (
+	"bytes"
+	"encoding/json"
 	"errors"
 	"log/slog"
-	"strconv"
 
 	"github.com/valyala/fasthttp"
 
@@ -104,9 +105,20 @@ func buildReplies(rows []struct {
 	return out
 }
 
-// errorBody encodes {"errors": msg}. Messages are our own constants.
+// errorBody encodes {"errors": msg} as JSON: msg is escaped as a JSON
+// string (control characters, quotes; invalid UTF-8 becomes U+FFFD), never
+// as a Go literal, whose \x and \U escapes are not JSON.
 func errorBody(msg string) []byte {
-	return []byte(`{"errors":` + strconv.Quote(msg) + `}`)
+	var b bytes.Buffer
+	b.WriteString(`{"errors":`)
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(msg); err != nil { // a string always encodes
+		panic("api: encode error body: " + err.Error())
+	}
+	b.Truncate(b.Len() - 1) // Encode's newline
+	b.WriteByte('}')
+	return b.Bytes()
 }
 
 // writeError answers err with its status and body. Unknown errors are 500
@@ -126,7 +138,7 @@ func writeError(ctx *fasthttp.RequestCtx, err error) {
 			return
 		}
 	}
-	slog.Error("unexpected error", "path", string(ctx.Path()), "err", err)
+	slog.Error("unexpected error", "path", string(ctx.Path()), "request_id", requestID(ctx), "err", err)
 	ctx.SetStatusCode(fasthttp.StatusInternalServerError)
 	ctx.Response.SetBodyRaw(internalBody)
 }

@@ -162,6 +162,7 @@ func (s *Server) forward(ctx *fasthttp.RequestCtx, name string) {
 		case err == nil && resp.StatusCode() != fasthttp.StatusMisdirectedRequest:
 			s.forwards[fwdAnswered].Add(1)
 			resp.CopyTo(&ctx.Response)
+			echoRequestID(ctx) // whatever the owner answered, the client's id stays
 			return
 		case err == nil: // 421: the owner did nothing
 			s.forwards[fwdMisdirected].Add(1)
@@ -194,10 +195,12 @@ func repeatable(req *fasthttp.Request) bool {
 }
 
 // public is the public listener's handler: hop and client headers are ours
-// to set, never a client's.
+// to set, never a client's. Every request gets its X-Request-Id here
+// (requestid.go), before routing, so every answer carries it.
 func (s *Server) public(ctx *fasthttp.RequestCtx) {
 	ctx.Request.Header.DelBytes(headerHop)
 	ctx.Request.Header.DelBytes(headerClient)
+	setRequestID(ctx)
 	s.handler(ctx)
 }
 

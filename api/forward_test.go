@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -17,7 +18,9 @@ func (r elsewhereRouter) Owner(string) (string, bool) { return r.addr, true }
 func (r elsewhereRouter) Refresh()                    {}
 
 // peer is a fake owner's internal listener on loopback TCP. It reads each
-// request whole and counts it (by path), then answers 200 — or, when
+// request whole and counts it (by path), then answers 200 with no body, as
+// an owner answers a change (and without X-Request-Id: the forwarder puts
+// the client's back) — or, when
 // vanish is set, closes the connection without answering (an owner killed
 // after it applied the change). With closeIdle it closes each connection
 // after its answer, as a restarting owner does to the forwarder's pool.
@@ -27,6 +30,7 @@ type peer struct {
 	closeIdle bool
 	mu        sync.Mutex
 	got       map[string]int
+	ids       []string      // X-Request-Id of each request received
 	closed    chan struct{} // with closeIdle: a connection was closed
 	conns     []net.Conn    // accepted
 	wg        sync.WaitGroup
@@ -80,11 +84,12 @@ func (p *peer) serve(c net.Conn) {
 		_, _ = br.Discard(int(r.ContentLength))
 		p.mu.Lock()
 		p.got[r.URL.Path]++
+		p.ids = append(p.ids, r.Header.Get("X-Request-Id"))
 		p.mu.Unlock()
 		if p.vanish {
 			return
 		}
-		if _, err := c.Write([]byte("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 0\r\n\r\n")); err != nil {
+		if _, err := c.Write([]byte("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")); err != nil {
 			return
 		}
 		if p.closeIdle {
@@ -99,6 +104,12 @@ func (p *peer) connections() int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return len(p.conns)
+}
+
+func (p *peer) requestIDs() []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return slices.Clone(p.ids)
 }
 
 func (p *peer) count(path string) int {

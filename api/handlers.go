@@ -21,6 +21,8 @@ func (s *Server) user(ctx *fasthttp.RequestCtx) (string, error) {
 	return s.tokens.Verify(bytes.TrimSpace(h[len(bearer):]))
 }
 
+// writeOK marks a 200 with a JSON body (info, auth). The 200 of a change
+// (buy, sendCoin) has no body and so no Content-Type: the status says it.
 func writeOK(ctx *fasthttp.RequestCtx) {
 	ctx.Response.Header.SetContentTypeBytes(contentTypeJSON)
 }
@@ -72,7 +74,7 @@ func (s *Server) buyHandler(item actors.ItemID) fasthttp.RequestHandler {
 			}
 			return
 		}
-		writeOK(ctx)
+		// 200, no body.
 	}
 }
 
@@ -103,7 +105,7 @@ func (s *Server) sendCoin(ctx *fasthttp.RequestCtx) {
 		}
 		return
 	}
-	writeOK(ctx)
+	// 200, no body.
 }
 
 // idempotencyKey returns the optional Idempotency-Key header, copied.
@@ -123,8 +125,11 @@ func idempotencyKey(ctx *fasthttp.RequestCtx) (string, error) {
 	return string(k), nil
 }
 
-// auth answers POST /api/auth: log in, or register a new name.
+// auth answers POST /api/auth: log in, or register a new name. No answer
+// of it may be stored by a cache: a 200 carries a bearer token (RFC 6749
+// §5.1).
 func (s *Server) auth(ctx *fasthttp.RequestCtx) {
+	ctx.Response.Header.SetBytesKV(headerCacheControl, noStore)
 	p := parsers.Get()
 	defer parsers.Put(p)
 	name, password, err := decodeAuth(p, ctx.PostBody())
@@ -159,6 +164,8 @@ func (s *Server) auth(ctx *fasthttp.RequestCtx) {
 }
 
 var tokenOpen, tokenClose = []byte(`{"token":"`), []byte(`"}`)
+
+var headerCacheControl, noStore = []byte("Cache-Control"), []byte("no-store")
 
 // authenticate checks the password of an existing user or creates a new
 // one. Repeated logins compare a keyed digest instead of running bcrypt.

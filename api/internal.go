@@ -17,6 +17,7 @@ var errBadShard = errorBody("shard must be 0-255")
 // POST /internal/fold?shard=N.
 func (s *Server) InternalHandler(owners func() []byte, fold func(ctx context.Context, shard actors.Shard) error) fasthttp.RequestHandler {
 	return func(ctx *fasthttp.RequestCtx) {
+		setRequestID(ctx) // a forwarded request keeps the id its first node gave it
 		switch string(ctx.Path()) {
 		case "/internal/owners":
 			ctx.Response.Header.SetContentType("text/plain")

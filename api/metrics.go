@@ -21,7 +21,7 @@ const (
 	routeInfo
 	routeSend
 	routeBuy
-	routeOther // 404 and 405
+	routeOther // 404, 405 and GET /openapi.yaml
 	routeCount
 )
 

@@ -121,6 +121,7 @@ func (s *Server) HTTPServer() *fasthttp.Server {
 // requestError answers requests fasthttp could not parse, in the API's
 // error shape.
 func requestError(ctx *fasthttp.RequestCtx, err error) {
+	setRequestID(ctx)
 	var tooLarge *fasthttp.ErrSmallBuffer
 	switch {
 	case errors.Is(err, fasthttp.ErrBodyTooLarge):
@@ -157,6 +158,7 @@ func (s *Server) routes() fasthttp.RequestHandler {
 		r.GET("/api/buy/"+id.Name(), s.wrap(routeBuy, s.buyHandler(id)))
 	}
 	r.GET("/api/buy/{item}", s.wrap(routeBuy, s.buyHandler(0)))
+	r.GET("/openapi.yaml", s.wrap(routeOther, spec))
 	return r.Handler
 }
 
