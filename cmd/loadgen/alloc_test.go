@@ -31,7 +31,8 @@ func TestRequestPathDoesNotAllocate(t *testing.T) {
 	if err := prepareUsers(ctx, tg, &cfg, nil); err != nil {
 		t.Fatal(err)
 	}
-	w := newWorker(tg, newRecorder(1).shardFor(0), 1)
+	tg.keyRun = newKeyRun() // writes carry their Idempotency-Key, as by default
+	w := newWorker(tg, newRecorder(1).shardFor(0), 0, 1)
 	defer w.release()
 	for o := range numOps {
 		for range 50 { // warm the connection and fasthttp's buffers

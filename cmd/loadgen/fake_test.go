@@ -8,6 +8,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -24,11 +25,26 @@ type fakeAPI struct {
 	hold       chan struct{} // if non-nil, non-auth requests block until it is closed
 	firstLoad  chan struct{} // closed when the first non-auth request arrives
 	firstOnce  sync.Once
+	failEvery  int // if > 0, every failEvery-th non-auth request gets a 503
+
+	inflight atomic.Int64 // non-auth requests being handled
 
 	mu           sync.Mutex
 	users        map[string]*fakeUser
 	served       map[string]int // responses per endpoint (auth/info/buy/send)
 	insufficient int            // 400 insufficient-funds responses sent
+	keyed        map[string]int // requests per endpoint that carried an Idempotency-Key
+	keys         map[string]int // times each Idempotency-Key was seen
+	badKeys      []string       // keys outside the service's 1-64 printable ASCII
+	loads        int            // non-auth requests
+	failed       int            // 503s sent for failEvery
+	arrivals     []fakeArrival  // every non-auth request: when, and how many were in flight
+}
+
+// fakeArrival is one non-auth request as the server saw it.
+type fakeArrival struct {
+	at       time.Time
+	inflight int64 // including this one
 }
 
 type fakeUser struct {
@@ -50,21 +66,36 @@ var (
 		"hoody": 300, "umbrella": 200, "socks": 10, "wallet": 50, "pink-hoody": 500,
 	}
 	fakeNameRE = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,64}$`)
+	fakeKeyRE  = regexp.MustCompile(`^[\x21-\x7e]{1,64}$`) // the service's Idempotency-Key rule
 )
 
 func newFakeAPI(startCoins int) *fakeAPI {
 	return &fakeAPI{
 		startCoins: startCoins, users: map[string]*fakeUser{}, served: map[string]int{},
-		firstLoad: make(chan struct{}),
+		keyed: map[string]int{}, keys: map[string]int{}, firstLoad: make(chan struct{}),
 	}
 }
 
 func (f *fakeAPI) handle(ctx *fasthttp.RequestCtx) {
 	path := string(ctx.Path())
 	if path != "/api/auth" {
+		n := f.inflight.Add(1)
+		defer f.inflight.Add(-1)
+		f.mu.Lock()
+		f.arrivals = append(f.arrivals, fakeArrival{at: time.Now(), inflight: n})
+		f.loads++
+		fail := f.failEvery > 0 && f.loads%f.failEvery == 0
+		f.mu.Unlock()
 		f.firstOnce.Do(func() { close(f.firstLoad) })
 		if f.hold != nil {
 			<-f.hold
+		}
+		if fail {
+			f.mu.Lock()
+			f.failed++
+			f.mu.Unlock()
+			fakeError(ctx, fasthttp.StatusServiceUnavailable, "overloaded")
+			return
 		}
 	}
 	if f.delay > 0 {
@@ -72,6 +103,7 @@ func (f *fakeAPI) handle(ctx *fasthttp.RequestCtx) {
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.noteKey(ctx, path)
 	switch {
 	case path == "/api/auth" && ctx.IsPost():
 		f.served["auth"]++
@@ -87,6 +119,26 @@ func (f *fakeAPI) handle(ctx *fasthttp.RequestCtx) {
 		f.buy(ctx, strings.TrimPrefix(path, "/api/buy/"))
 	default:
 		fakeError(ctx, fasthttp.StatusNotFound, "not found")
+	}
+}
+
+// noteKey records the request's Idempotency-Key, if any (f.mu held).
+func (f *fakeAPI) noteKey(ctx *fasthttp.RequestCtx, path string) {
+	k := string(ctx.Request.Header.Peek("Idempotency-Key"))
+	if k == "" {
+		return
+	}
+	ep := strings.TrimPrefix(path, "/api/")
+	switch {
+	case strings.HasPrefix(ep, "buy/"):
+		ep = "buy"
+	case ep == "sendCoin":
+		ep = "send"
+	}
+	f.keyed[ep]++
+	f.keys[k]++
+	if !fakeKeyRE.MatchString(k) {
+		f.badKeys = append(f.badKeys, k)
 	}
 }
 

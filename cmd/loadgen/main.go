@@ -3,12 +3,17 @@
 // It logs in -users accounts, then drives a weighted mix of
 // /api/info, /api/buy, /api/sendCoin and /api/auth requests either with -c
 // closed-loop workers or, with -rate, as an open model with constant
-// arrivals, and prints latency percentiles and status counts per endpoint.
-// With -serve-static it instead runs a trivial server that answers every
-// request with a fixed /api/info-like body: the ceiling to compare against.
+// arrivals, or along -stages (ramps of either), and prints latency
+// percentiles and status counts per endpoint. Every buy and sendCoin
+// carries a unique Idempotency-Key unless -keys=false. -max-p99 and
+// -max-error-rate make the run a pass/fail check; -series writes one row
+// per interval. With -serve-static it instead runs a trivial server that
+// answers every request with a fixed /api/info-like body: the ceiling to
+// compare against.
 //
-// Exit codes: 0 run completed (even with request errors), 1 setup or
-// server failure, 2 bad flags.
+// Exit codes: 0 run completed (even with request errors, unless a
+// threshold says otherwise), 1 setup, server or output failure, 2 bad
+// flags, 3 a threshold was violated.
 package main
 
 import (
@@ -54,9 +59,14 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 		return 0
 	}
 	rep, err := run(ctx, cfg, stderr)
-	if err != nil {
+	if rep == nil {
 		fmt.Fprintln(stderr, "loadgen:", err)
 		return 1
+	}
+	code := 0
+	if err != nil { // the run completed; its -series file did not
+		fmt.Fprintln(stderr, "loadgen:", err)
+		code = 1
 	}
 	if cfg.JSON {
 		err = json.NewEncoder(stdout).Encode(rep)
@@ -66,8 +76,52 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		fmt.Fprintln(stderr, "loadgen: writing report:", err)
 	}
-	return 0
+	if th := rep.Thresholds; th != nil {
+		// Printed even with -quiet: a script's log must say why it failed.
+		if !th.Passed || !cfg.Quiet {
+			fmt.Fprintln(stderr, "loadgen:", th.summary())
+		}
+		if !th.Passed && code == 0 {
+			code = 3
+		}
+	}
+	return code
 }
+
+const usageHeader = `usage: loadgen [flags]
+
+Logs in -users accounts, then loads the merch store with a weighted -mix of
+requests and prints latency percentiles and statuses per endpoint.
+
+Load models:
+  closed (default)  -c workers, each sending its next request as soon as the
+                    previous one completes
+  open (-rate R)    R arrivals per second at constant intervals, served by a
+                    pool of -c workers; an arrival finding none idle is counted
+                    as missed (latency is measured from the scheduled arrival)
+  -stages S         the load over time, replacing -d (and -rate, and -c in the
+                    closed model): DURATION:TARGET,... where TARGET is a number
+                    of closed-model workers (30s:400) or, with /s, open-model
+                    arrivals per second (30s:400/s), one unit for every stage.
+                    Each stage moves linearly from the previous stage's target
+                    (0 before the first) to its own over its DURATION; a 0s
+                    stage jumps. -stages 10s:100,30s:400,10s:0 ramps 0 to 100
+                    workers in 10 s, to 400 over 30 s, down to 0 in 10 s; the
+                    load phase lasts the sum (50 s), of which -warmup (default 0
+                    with -stages) is left out of the figures.
+
+Writes: every buy and sendCoin carries a unique Idempotency-Key (random per
+run, then worker and sequence number), as a careful client's would, so write
+figures include the service storing the key; -keys=false leaves them out.
+
+Pass/fail: -max-p99 and -max-error-rate are checked on the measured total
+(expected insufficient-funds 400s are not errors); a violation, or a run with no
+measured request, prints "loadgen: FAIL: ..." on stderr and exits 3.
+
+Exit codes: 0 done, 1 setup/server/output failure, 2 bad flags, 3 threshold violated.
+
+Flags:
+`
 
 // defaultPassword is shared by all loadgen users; the accounts are
 // throwaway test data on a loopback service.
@@ -78,6 +132,10 @@ func parseFlags(args []string, stderr io.Writer) (Config, error) {
 	var cfg Config
 	fs := flag.NewFlagSet("loadgen", flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprint(stderr, usageHeader)
+		fs.PrintDefaults()
+	}
 	mixSpec := fs.String("mix", "info=50,buy=25,send=25,auth=0", "weighted request mix: name=weight,... over auth, info, buy, send (auth = re-login)")
 	fs.StringVar(&cfg.Addr, "addr", "127.0.0.1:8080", "target host:port (loopback only unless -allow-remote)")
 	fs.BoolVar(&cfg.AllowRemote, "allow-remote", false, "allow a non-loopback -addr / -serve-static address")
@@ -89,8 +147,14 @@ func parseFlags(args []string, stderr io.Writer) (Config, error) {
 	fs.BoolVar(&cfg.NoSetup, "no-setup", false, "skip logins and use a dummy token (for the -serve-static target)")
 	fs.IntVar(&cfg.C, "c", 64, "concurrent workers (closed model) or worker pool size (open model)")
 	fs.Float64Var(&cfg.Rate, "rate", 0, "open model: arrivals per second at constant intervals (0 = closed model)")
+	stages := fs.String("stages", "", "load profile DURATION:TARGET,... (workers, or arrivals/s with /s); replaces -d, see above")
 	fs.DurationVar(&cfg.Duration, "d", 30*time.Second, "measured duration (with -serve-static: serve time; unset or 0 = until SIGINT/SIGTERM)")
-	fs.DurationVar(&cfg.Warmup, "warmup", 2*time.Second, "warm-up before measuring; its requests are not recorded")
+	fs.DurationVar(&cfg.Warmup, "warmup", 2*time.Second, "warm-up before measuring; its requests are not recorded (default 0 with -stages)")
+	keys := fs.Bool("keys", true, "send a unique Idempotency-Key on every buy and sendCoin")
+	fs.DurationVar(&cfg.Thresholds.MaxP99, "max-p99", 0, "fail (exit 3) if the measured total p99 latency is above this (0 = not checked)")
+	fs.Float64Var(&cfg.Thresholds.MaxErrorRate, "max-error-rate", 0, "fail (exit 3) if errors/requests is above this FRACTION (e.g. 0.001; checked only when given)")
+	fs.StringVar(&cfg.Series, "series", "", "write one row per -interval to FILE: CSV if it ends in .csv, JSON lines if .jsonl/.json/.ndjson")
+	fs.DurationVar(&cfg.Progress, "interval", time.Second, "interval of the progress line on stderr and of -series rows")
 	fs.DurationVar(&cfg.Timeout, "timeout", 2*time.Second, "per-request timeout")
 	fs.StringVar(&cfg.FundsMsg, "funds-msg", "insufficient", "case-insensitive body substring of a 400 that is an expected insufficient-funds outcome")
 	fs.BoolVar(&cfg.Quiet, "quiet", false, "no progress output on stderr")
@@ -107,12 +171,49 @@ func parseFlags(args []string, stderr io.Writer) (Config, error) {
 		return cfg, err
 	}
 	cfg.Addr = strings.TrimPrefix(cfg.Addr, "http://")
+	cfg.NoKeys = !*keys
+	cfg.Thresholds.ErrorRateSet = flagSet(fs, "max-error-rate")
 	if cfg.ServeStatic != "" && !flagSet(fs, "d") {
 		// The 30 s load default would kill the ceiling server before a
 		// default load run (warm-up + 30 s) ends: serve until a signal.
 		cfg.Duration = 0
 	}
+	if *stages != "" {
+		if err := applyStages(&cfg, fs, *stages); err != nil {
+			return cfg, err
+		}
+	}
 	return cfg, validate(&cfg)
+}
+
+// applyStages sets the model, the worker pool and the durations from
+// -stages, refusing the flags the stages replace.
+func applyStages(cfg *Config, fs *flag.FlagSet, spec string) error {
+	p, err := parseStages(spec)
+	if err != nil {
+		return err
+	}
+	for _, name := range []string{"d", "rate"} {
+		if flagSet(fs, name) {
+			return fmt.Errorf("-stages replaces -%s: give one or the other", name)
+		}
+	}
+	if p.rate {
+		cfg.Rate = p.peak() // selects the open model; -c is its pool
+	} else {
+		if flagSet(fs, "c") {
+			return errors.New("-stages in workers sets the number of workers: drop -c (or give arrivals per second, 30s:400/s)")
+		}
+		cfg.C = int(p.peak())
+	}
+	if !flagSet(fs, "warmup") {
+		cfg.Warmup = 0 // a ramp is its own warm-up
+	}
+	if cfg.Warmup >= p.total {
+		return fmt.Errorf("-warmup %v leaves nothing of -stages (%v in all) to measure", cfg.Warmup, p.total)
+	}
+	cfg.Stages, cfg.Duration = p, p.total-cfg.Warmup
+	return nil
 }
 
 func flagSet(fs *flag.FlagSet, name string) bool {
@@ -144,6 +245,12 @@ func validate(cfg *Config) error {
 		return errors.New("-warmup must be >= 0")
 	case cfg.Timeout <= 0 || cfg.SetupTimeout <= 0:
 		return errors.New("-timeout and -setup-timeout must be > 0")
+	case cfg.Progress <= 0:
+		return errors.New("-interval must be > 0")
+	case cfg.Thresholds.MaxP99 < 0:
+		return errors.New("-max-p99 must be >= 0")
+	case cfg.Thresholds.ErrorRateSet && !(cfg.Thresholds.MaxErrorRate >= 0 && cfg.Thresholds.MaxErrorRate <= 1):
+		return errors.New("-max-error-rate must be a fraction in [0, 1]")
 	case cfg.SetupC < 1:
 		return errors.New("-setup-c must be >= 1")
 	case cfg.Mix.weights[opSend] > 0 && cfg.Users < 2:
@@ -154,6 +261,11 @@ func validate(cfg *Config) error {
 		return errors.New("-prefix too long: user names must be at most 64 characters")
 	case cfg.Password == "" || len(cfg.Password) > 72:
 		return errors.New("-password must be 1 to 72 bytes")
+	}
+	if cfg.Series != "" {
+		if _, err := seriesFormat(cfg.Series); err != nil {
+			return err
+		}
 	}
 	return checkLoopback(cfg.Addr, cfg.AllowRemote)
 }

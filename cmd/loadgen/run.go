@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -26,13 +27,17 @@ type Config struct {
 	SetupTimeout time.Duration
 	NoSetup      bool
 	C            int
-	Rate         float64 // > 0 selects the open model
+	Rate         float64  // > 0 selects the open model
+	Stages       *profile // nil: constant load (C workers or Rate arrivals/s)
 	Mix          mix
+	NoKeys       bool // writes without Idempotency-Key (-keys=false)
 	Duration     time.Duration
 	Warmup       time.Duration
 	Timeout      time.Duration
 	Grace        time.Duration // wait for in-flight requests after the end; 0 means Timeout + 1s
-	Progress     time.Duration // progress line interval; 0 means 1s (tests shorten it)
+	Progress     time.Duration // progress line and series row interval; 0 means 1s
+	Series       string        // per-interval rows to this file (.csv, else JSON lines); "" = none
+	Thresholds   thresholds
 	FundsMsg     string
 	Quiet        bool
 	JSON         bool
@@ -48,6 +53,8 @@ type reportConfig struct {
 	Prefix      string         `json:"prefix"`
 	NoSetup     bool           `json:"no_setup"`
 	Mix         map[string]int `json:"mix"`
+	Stages      string         `json:"stages,omitempty"`
+	Keys        bool           `json:"keys"`
 	DurationS   float64        `json:"duration_s"`
 	WarmupS     float64        `json:"warmup_s"`
 	TimeoutS    float64        `json:"timeout_s"`
@@ -59,11 +66,15 @@ func (c *Config) reportConfig() reportConfig {
 	if c.Rate > 0 {
 		model = "open"
 	}
+	stages := ""
+	if c.Stages != nil {
+		stages = c.Stages.spec
+	}
 	return reportConfig{
 		Addr: c.Addr, Model: model, Concurrency: c.C, Rate: c.Rate,
-		Users: c.Users, Prefix: c.Prefix, NoSetup: c.NoSetup, Mix: c.Mix.asMap(),
+		Users: c.Users, Prefix: c.Prefix, NoSetup: c.NoSetup, Mix: c.Mix.asMap(), Keys: !c.NoKeys,
 		DurationS: c.Duration.Seconds(), WarmupS: c.Warmup.Seconds(),
-		TimeoutS: c.Timeout.Seconds(), FundsMsg: c.FundsMsg,
+		TimeoutS: c.Timeout.Seconds(), FundsMsg: c.FundsMsg, Stages: stages,
 	}
 }
 
@@ -80,8 +91,17 @@ func run(ctx context.Context, cfg Config, stderr io.Writer) (*Report, error) {
 	if cfg.Quiet {
 		stderr = io.Discard
 	}
+	// Opened first: a bad path fails before minutes of setup.
+	series, err := createSeries(cfg.Series, cmp.Or(cfg.Progress, time.Second))
+	if err != nil {
+		return nil, err
+	}
+	defer func() { _ = series.close() }() // on the error paths; closed and checked below
 	t := newTarget(cfg.Addr, max(cfg.C, cfg.SetupC)+1, cfg.Timeout, cfg.FundsMsg)
 	defer t.client.CloseIdleConnections()
+	if !cfg.NoKeys {
+		t.keyRun = newKeyRun()
+	}
 	setupStart := time.Now()
 	if err := prepareUsers(ctx, t, &cfg, stderr); err != nil {
 		return nil, &setupError{err}
@@ -91,12 +111,28 @@ func run(ctx context.Context, cfg Config, stderr io.Writer) (*Report, error) {
 		Setup:  setupInfo{Skipped: cfg.NoSetup, Users: len(t.users), Seconds: time.Since(setupStart).Seconds()},
 	}
 	rec := newRecorder(cfg.C)
-	res := runLoad(ctx, t, &cfg, rec, stderr)
+	res := runLoad(ctx, t, &cfg, rec, series, stderr)
 	rep.WindowS = res.window.Seconds()
 	rep.Interrupted = res.interrupted
 	rep.UnfinishedWorkers = res.unfinished
 	rep.Endpoints, rep.Total = rec.report(res.window)
+	rep.Thresholds = cfg.Thresholds.check(rep.Total)
+	if err := series.close(); err != nil {
+		return rep, fmt.Errorf("series %s: %w", cfg.Series, err)
+	}
 	return rep, nil
+}
+
+// profile is the load over time: the stages, a constant rate (so the
+// scheduler has one code path), or nil for a constant number of workers.
+func (c *Config) profile() *profile {
+	switch {
+	case c.Stages != nil:
+		return c.Stages
+	case c.Rate > 0:
+		return constProfile(true, c.Rate, c.Warmup+c.Duration)
+	}
+	return nil
 }
 
 // phase holds the time boundaries of the load phase and the stop signal.
@@ -128,7 +164,7 @@ type loadResult struct {
 // runLoad drives the workers until the planned end (or ctx is cancelled),
 // then waits at most the grace period for in-flight requests. That hard
 // stop bounds the run even if requests hang past their timeout.
-func runLoad(ctx context.Context, t *target, cfg *Config, rec *recorder, stderr io.Writer) loadResult {
+func runLoad(ctx context.Context, t *target, cfg *Config, rec *recorder, series *seriesWriter, stderr io.Writer) loadResult {
 	now := time.Now()
 	ph := &phase{start: now, measureFrom: now.Add(cfg.Warmup), stopCh: make(chan struct{})}
 	ph.end = ph.measureFrom.Add(cfg.Duration)
@@ -142,7 +178,13 @@ func runLoad(ctx context.Context, t *target, cfg *Config, rec *recorder, stderr 
 	// to stderr concurrently with the caller.
 	progressDone := make(chan struct{})
 	var progressWG sync.WaitGroup
-	progressWG.Go(func() { progressLoop(stderr, rec, ph, progressDone, cfg.Progress, cfg.Rate > 0) })
+	target := cfg.profile()
+	if target == nil {
+		target = constProfile(false, float64(cfg.C), cfg.Warmup+cfg.Duration)
+	}
+	pr := progress{w: stderr, rec: rec, ph: ph, every: cfg.Progress, open: cfg.Rate > 0,
+		stages: cfg.Stages, target: target, series: series}
+	progressWG.Go(func() { pr.loop(progressDone) })
 
 	endTimer := time.NewTimer(time.Until(ph.end))
 	defer endTimer.Stop()
@@ -184,15 +226,16 @@ func runLoad(ctx context.Context, t *target, cfg *Config, rec *recorder, stderr 
 // open model.
 func startWorkers(t *target, cfg *Config, rec *recorder, ph *phase, wg *sync.WaitGroup, running *atomic.Int64) {
 	var arrivals chan arrival
+	prof := cfg.profile()
 	if cfg.Rate > 0 {
 		// Unbuffered on purpose: a send succeeds only if a worker is idle
 		// right now, so arrivals can never queue up.
 		arrivals = make(chan arrival)
-		go schedule(ph, cfg.Rate, cfg.Mix, rec, arrivals, rand.Uint64())
+		go schedule(ph, prof, cfg.Mix, rec, arrivals, rand.Uint64())
 	}
 	seed := rand.Uint64()
 	for i := range cfg.C {
-		w := newWorker(t, rec.shardFor(i), seed+uint64(i))
+		w := newWorker(t, rec.shardFor(i), i, seed+uint64(i))
 		wg.Add(1)
 		running.Add(1)
 		go func() {
@@ -202,14 +245,21 @@ func startWorkers(t *target, cfg *Config, rec *recorder, ph *phase, wg *sync.Wai
 			if arrivals != nil {
 				openWorker(w, ph, arrivals)
 			} else {
-				closedWorker(w, ph, cfg.Mix)
+				closedWorker(w, i, ph, cfg.Mix, prof)
 			}
 		}()
 	}
 }
 
 // closedWorker sends the next request as soon as the previous completes.
-func closedWorker(w *worker, ph *phase, m mix) {
+// With stages (prof != nil), worker id works only while the profile has
+// more than id workers, and waits for its turn otherwise.
+func closedWorker(w *worker, id int, ph *phase, m mix, prof *profile) {
+	var turn *time.Timer
+	if prof != nil {
+		turn = time.NewTimer(time.Hour)
+		defer turn.Stop()
+	}
 	for !ph.stopped.Load() {
 		o := m.pick(w.rng)
 		start := time.Now()
@@ -219,7 +269,41 @@ func closedWorker(w *worker, ph *phase, m mix) {
 		if !start.Before(ph.end) {
 			return
 		}
+		if prof != nil && !prof.active(id, start.Sub(ph.start)) {
+			if !awaitTurn(id, ph, prof, turn) {
+				return
+			}
+			continue // the clock moved on: draw and time the request afresh
+		}
 		w.do(o, start, ph.measured(start))
+	}
+}
+
+// awaitTurn sleeps until the profile activates worker id; false when the
+// phase ends first. It computes the wake-up time rather than polling, so
+// a thousand idle workers cost nothing.
+func awaitTurn(id int, ph *phase, prof *profile, turn *time.Timer) bool {
+	for {
+		now := time.Now()
+		if !now.Before(ph.end) || ph.stopped.Load() {
+			return false
+		}
+		off := now.Sub(ph.start)
+		if prof.active(id, off) {
+			return true
+		}
+		at, ok := prof.reaches(off, float64(id)+0.5)
+		if !ok {
+			at = prof.total
+		}
+		// A microsecond past the computed crossing, which float rounding
+		// may place a hair early.
+		turn.Reset(at - off + time.Microsecond)
+		select {
+		case <-turn.C:
+		case <-ph.stopCh:
+			return false
+		}
 	}
 }
 
@@ -238,19 +322,21 @@ func openWorker(w *worker, ph *phase, arrivals <-chan arrival) {
 	}
 }
 
-// schedule issues arrivals at fixed intervals of 1/rate from the phase
-// start. An arrival that finds no idle worker is counted as missed and
-// dropped. When the scheduler wakes late it catches up by issuing the
-// overdue arrivals immediately (each still to an idle worker or missed).
-func schedule(ph *phase, rate float64, m mix, rec *recorder, arrivals chan<- arrival, seed uint64) {
+// schedule issues arrivals at the times the profile gives (fixed
+// intervals of 1/rate for a constant rate) from the phase start. An
+// arrival that finds no idle worker is counted as missed and dropped.
+// When the scheduler wakes late it catches up by issuing the overdue
+// arrivals immediately (each still to an idle worker or missed).
+func schedule(ph *phase, prof *profile, m mix, rec *recorder, arrivals chan<- arrival, seed uint64) {
 	defer close(arrivals)
 	rng := rand.New(rand.NewPCG(seed, seed>>1|1))
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 	for i := int64(0); ; i++ {
 		// Computed from the start each time so rounding never drifts.
-		at := ph.start.Add(time.Duration(float64(i) * float64(time.Second) / rate))
-		if !at.Before(ph.end) || ph.stopped.Load() {
+		off, ok := prof.arrivalAt(float64(i))
+		at := ph.start.Add(off)
+		if !ok || !at.Before(ph.end) || ph.stopped.Load() {
 			return
 		}
 		if d := time.Until(at); d > 0 {
@@ -272,38 +358,57 @@ func schedule(ph *phase, rate float64, m mix, rec *recorder, arrivals chan<- arr
 	}
 }
 
-// progressLoop prints one status line per interval (default a second)
-// until done is closed.
-func progressLoop(w io.Writer, rec *recorder, ph *phase, done <-chan struct{}, every time.Duration, open bool) {
+// progress prints one status line per interval (default a second) and,
+// with -series, writes one row per interval of the measured window.
+type progress struct {
+	w      io.Writer
+	rec    *recorder
+	ph     *phase
+	every  time.Duration
+	open   bool
+	stages *profile // for the progress line; nil without -stages
+	target *profile // the load asked for, for the series
+	series *seriesWriter
+}
+
+// loop runs until done is closed, then writes the last (partial) series
+// row, so the rows add up to the report's totals.
+func (p *progress) loop(done <-chan struct{}) {
+	every := p.every
 	if every <= 0 {
 		every = time.Second
 	}
 	tick := time.NewTicker(every)
 	defer tick.Stop()
 	var lastDone uint64
-	last := ph.start
+	last := p.ph.start
 	for {
 		select {
 		case <-done:
+			p.series.row(p.rec, p.ph, p.target, true)
 			return
 		case now := <-tick.C:
-			n, errs, p99 := rec.progress()
+			p.series.row(p.rec, p.ph, p.target, false)
+			n, errs, p99 := p.rec.progress()
 			label := "measure" // describes the interval that just ended
-			if last.Before(ph.measureFrom) {
+			if last.Before(p.ph.measureFrom) {
 				label = "warm-up"
 			}
 			rps := float64(n-lastDone) / now.Sub(last).Seconds() // over the last interval
 			lastDone, last = n, now
-			fmt.Fprintf(w, "[%6.1fs] %s %9.0f req/s  errors %d  p99 %.2fms",
-				now.Sub(ph.start).Seconds(), label, rps, errs, float64(p99)/1000)
-			if open {
-				var missed uint64
-				for o := range rec.missed {
-					missed += rec.missed[o].Load()
-				}
-				fmt.Fprintf(w, "  missed %d", missed)
+			fmt.Fprintf(p.w, "[%6.1fs] %s %9.0f req/s  errors %d  p99 %.2fms",
+				now.Sub(p.ph.start).Seconds(), label, rps, errs, float64(p99)/1000)
+			if p.stages != nil {
+				fmt.Fprintf(p.w, "  target %s", p.stages.describe(now.Sub(p.ph.start)))
 			}
-			fmt.Fprintln(w)
+			if p.open {
+				var missed uint64
+				for o := range p.rec.missed {
+					missed += p.rec.missed[o].Load()
+				}
+				fmt.Fprintf(p.w, "  missed %d", missed)
+			}
+			fmt.Fprintln(p.w)
 		}
 	}
 }
@@ -356,7 +461,7 @@ func loginAll(ctx context.Context, t *target, cfg *Config, stderr io.Writer) err
 	}
 	finished := make(chan struct{})
 	var progressWG sync.WaitGroup
-	progressWG.Go(func() { setupProgress(stderr, &done, len(t.users), finished) })
+	progressWG.Go(func() { setupProgress(stderr, &done, len(t.users), cfg.Progress, finished) })
 	wg.Wait()
 	close(finished)
 	progressWG.Wait()
@@ -367,8 +472,11 @@ func loginAll(ctx context.Context, t *target, cfg *Config, stderr io.Writer) err
 	return nil
 }
 
-func setupProgress(w io.Writer, done *atomic.Int64, total int, finished <-chan struct{}) {
-	tick := time.NewTicker(time.Second)
+func setupProgress(w io.Writer, done *atomic.Int64, total int, every time.Duration, finished <-chan struct{}) {
+	if every <= 0 {
+		every = time.Second
+	}
+	tick := time.NewTicker(every)
 	defer tick.Stop()
 	start := time.Now()
 	for {

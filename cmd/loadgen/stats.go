@@ -233,6 +233,8 @@ func (r *recorder) progress() (done, errs, p99 uint64) {
 //	    "concurrency": 64, "rate": 0,    // rate is 0 in the closed model
 //	    "users": 1000, "prefix": "lg", "no_setup": false,
 //	    "mix": {"auth": 0, "info": 50, "buy": 25, "send": 25},
+//	    "stages": "10s:100,30s:400",    // -stages as given; absent without
+//	    "keys": true,                    // writes carried an Idempotency-Key
 //	    "duration_s": 30, "warmup_s": 2, "timeout_s": 2,
 //	    "funds_msg": "insufficient"      // body substring of an expected 400
 //	  },
@@ -241,7 +243,12 @@ func (r *recorder) progress() (done, errs, p99 uint64) {
 //	  "interrupted": false,      // stopped early by SIGINT/SIGTERM
 //	  "unfinished_workers": 0,   // workers still inside a request at the hard stop
 //	  "endpoints": {"auth": S, "info": S, "buy": S, "send": S},
-//	  "total": S
+//	  "total": S,
+//	  "thresholds": {            // only with -max-p99 or -max-error-rate
+//	    "max_p99_us": 10000, "max_error_rate": 0.001, // those given
+//	    "p99_us": 4200, "error_rate": 0,  // the total's
+//	    "passed": true, "failures": []    // one sentence per violation
+//	  }
 //	}
 //
 // where S is
@@ -266,6 +273,7 @@ type Report struct {
 	UnfinishedWorkers int                 `json:"unfinished_workers"`
 	Endpoints         map[string]EpReport `json:"endpoints"`
 	Total             EpReport            `json:"total"`
+	Thresholds        *thresholdReport    `json:"thresholds,omitempty"`
 }
 
 type setupInfo struct {
@@ -376,10 +384,18 @@ func (r *recorder) report(window time.Duration) (map[string]EpReport, EpReport) 
 func writeText(w io.Writer, rep *Report) error {
 	c := rep.Config
 	fmt.Fprintf(w, "target %s, %s model, c=%d", c.Addr, c.Model, c.Concurrency)
-	if c.Model == "open" {
+	switch {
+	case c.Stages != "":
+		fmt.Fprintf(w, ", stages %s", c.Stages)
+	case c.Model == "open":
 		fmt.Fprintf(w, ", rate=%g/s", c.Rate)
 	}
-	fmt.Fprintf(w, ", window %.1fs (warm-up %gs excluded), mix %s\n", rep.WindowS, c.WarmupS, mixString(c.Mix))
+	keys := "with"
+	if !c.Keys {
+		keys = "without"
+	}
+	fmt.Fprintf(w, ", window %.1fs (warm-up %gs excluded), mix %s, writes %s Idempotency-Key\n",
+		rep.WindowS, c.WarmupS, mixString(c.Mix), keys)
 	if rep.Interrupted {
 		fmt.Fprintln(w, "run interrupted by signal: figures cover the shortened window")
 	}

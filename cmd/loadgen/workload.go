@@ -2,6 +2,8 @@ package main
 
 import (
 	"bytes"
+	crand "crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -131,6 +133,9 @@ type target struct {
 	sendURL  string
 	cheapURL []string
 	otherURL []string
+	// keyRun starts every Idempotency-Key of this run; empty: writes carry
+	// no key (-keys=false).
+	keyRun string
 }
 
 func newTarget(addr string, conns int, timeout time.Duration, fundsMsg string) *target {
@@ -186,16 +191,53 @@ type worker struct {
 	req  *fasthttp.Request
 	resp *fasthttp.Response
 	body []byte
+	// key is "<run>-<worker>-" followed by the number of the write, so
+	// every key of a run is distinct at the cost of one integer append.
+	key       []byte
+	keyPrefix int
+	writes    uint64
 }
 
-func newWorker(t *target, sh *shard, seed uint64) *worker {
-	return &worker{
+func newWorker(t *target, sh *shard, id int, seed uint64) *worker {
+	w := &worker{
 		t: t, sh: sh,
 		rng:  rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)),
 		req:  fasthttp.AcquireRequest(),
 		resp: fasthttp.AcquireResponse(),
 		body: make([]byte, 0, 128),
 	}
+	if t.keyRun != "" {
+		w.key = make([]byte, 0, idempotencyKeyMax)
+		w.key = append(w.key, t.keyRun...)
+		w.key = append(w.key, '-')
+		w.key = strconv.AppendInt(w.key, int64(id), 36)
+		w.key = append(w.key, '-')
+		w.keyPrefix = len(w.key)
+	}
+	return w
+}
+
+// idempotencyKeyMax is the service's limit on an Idempotency-Key (1-64
+// printable ASCII characters); a key here is at most 16+1+4+1+20 = 42.
+const idempotencyKeyMax = 64
+
+// newKeyRun returns 16 random hex digits: keys are honoured for 24 hours
+// per user, so a later run with the same users must not repeat a key, or
+// its writes would be replays that change nothing.
+func newKeyRun() string {
+	var b [8]byte
+	_, _ = crand.Read(b[:]) // never fails (crypto/rand documents it)
+	return hex.EncodeToString(b[:])
+}
+
+// setKey gives the write in w.req its own Idempotency-Key.
+func (w *worker) setKey() {
+	if w.key == nil {
+		return
+	}
+	w.writes++
+	w.key = strconv.AppendUint(w.key[:w.keyPrefix], w.writes, 10)
+	w.req.Header.SetBytesV("Idempotency-Key", w.key)
 }
 
 func (w *worker) release() {
@@ -223,12 +265,14 @@ func (w *worker) prepare(o op) {
 		} else {
 			req.SetRequestURI(t.otherURL[w.rng.IntN(len(t.otherURL))])
 		}
+		w.setKey()
 	case opSend:
 		req.Header.SetMethod(fasthttp.MethodPost)
 		req.SetRequestURI(t.sendURL)
 		req.Header.SetContentType("application/json")
 		w.body = appendSendBody(w.body[:0], w.otherUser(u).name, 1+w.rng.IntN(5))
 		req.SetBodyRaw(w.body)
+		w.setKey()
 	}
 	req.Header.Set(fasthttp.HeaderAuthorization, u.bearer)
 }
