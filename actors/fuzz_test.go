@@ -6,7 +6,7 @@ import (
 	"testing"
 )
 
-// walletModel is the reference: the rules of API.md written as plainly as
+// walletModel is the reference: the rules of docs/API.md written as plainly as
 // possible, with no reservations cleverness shared with Wallet.
 type walletModel struct {
 	coins    int64

@@ -47,7 +47,7 @@ var headerRetryAfter = []byte("Retry-After")
 // lockout sets its own (the window, see Server.loginRetryAfter).
 var retryAfterDefault = []byte("1")
 
-// errorReplies is the only place errors become statuses (API.md codes).
+// errorReplies is the only place errors become statuses (docs/API.md codes).
 var errorReplies = buildReplies([]struct {
 	err    error
 	status int

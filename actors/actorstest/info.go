@@ -9,7 +9,7 @@ import (
 	"merch/actors"
 )
 
-// Info is an /api/info body (API.md), decoded with encoding/json: it is
+// Info is an /api/info body (docs/API.md), decoded with encoding/json: it is
 // built independently of the server's append functions.
 type Info struct {
 	Coins       actors.Coins `json:"coins"`
