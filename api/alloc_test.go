@@ -125,6 +125,8 @@ func TestServeConnAllocs(t *testing.T) {
 		budget  float64
 	}{
 		{"info", "GET /api/info HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + tok + "\r\n\r\n", "200 OK", allocsInfo},
+		{"info with X-Request-Id", "GET /api/info HTTP/1.1\r\nHost: x\r\nX-Request-Id: client-id-1\r\nAuthorization: Bearer " + tok + "\r\n\r\n", "200 OK", allocsInfo},
+		{"buy with a bad X-Request-Id", "GET /api/buy/pen HTTP/1.1\r\nHost: x\r\nX-Request-Id: a\"b\r\nAuthorization: Bearer " + tok + "\r\n\r\n", "200 OK", allocsBuy},
 		{"buy", "GET /api/buy/pen HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + tok + "\r\n\r\n", "200 OK", allocsBuy},
 		{"404", "GET /nothing HTTP/1.1\r\nHost: x\r\n\r\n", "404 Not Found", allocsRouting},
 		{"401", "GET /api/info HTTP/1.1\r\nHost: x\r\n\r\n", "401 Unauthorized", allocsRouting},
@@ -147,6 +149,9 @@ func TestServeConnAllocs(t *testing.T) {
 			}
 			if !bytes.Contains(out.Bytes(), []byte("HTTP/1.1 "+tt.status+"\r\n")) {
 				t.Fatalf("response %q, want %s", out.String(), tt.status)
+			}
+			if !bytes.Contains(out.Bytes(), []byte("\r\nX-Request-Id: ")) {
+				t.Fatalf("response %q has no X-Request-Id", out.String())
 			}
 			got := testing.AllocsPerRun(1000, serve)
 			t.Logf("%.2f allocs/op through ServeConn (handler budget %v)", got, tt.budget)
