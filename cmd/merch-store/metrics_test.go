@@ -248,15 +248,29 @@ func TestVersionFlag(t *testing.T) {
 
 // TestDashboardQueriesReturnData starts a real Prometheus scraping the
 // server and asks it every expression of every panel of the Grafana
-// dashboard: a dashboard can never reference a metric that does not exist.
+// dashboard, its variables replaced as Grafana would: a dashboard can
+// never reference a metric that does not exist. The dashboard must pass
+// the linter's rules first (dashboard_test.go).
 func TestDashboardQueriesReturnData(t *testing.T) {
 	promBin, err := exec.LookPath("prometheus")
 	if err != nil {
 		t.Fatal("the dashboard test needs the prometheus binary (Debian package prometheus; .ci/run installs it)")
 	}
-	exprs := dashboardExprs(t, "../../deploy/grafana/dashboards/merch-store.json")
+	for _, p := range dashboardProblems(mustDashboard(t, dashboardPath)) {
+		t.Error(p)
+	}
+	// Grafana's variables: $__rate_interval is at least four scrape
+	// intervals (the test scrapes every second), the test's job, any
+	// instance.
+	vars := strings.NewReplacer("$__rate_interval", "10s", "$job", "merch-store", "$instance", ".*")
+	exprs := dashboardExprs(t, dashboardPath)
 	if len(exprs) < 20 {
 		t.Fatalf("only %d expressions found in the dashboard", len(exprs))
+	}
+	for i, e := range exprs {
+		if exprs[i] = vars.Replace(e); strings.Contains(exprs[i], "$") {
+			t.Fatalf("a variable the test does not replace: %s", e)
+		}
 	}
 	s := mustStart(t, clusterConfig(mustDatabase(t), "dash")) // a one-node cluster: every panel has data
 	traffic(s, true)
