@@ -63,7 +63,7 @@ func TestObserveMetrics(t *testing.T) {
 		{"info messages", before, `merch_actor_messages_total{type="info"} 1`},
 		{"process latency", before, `merch_actor_process_seconds_count{type="buy"} 1`},
 		{"mailbox wait", before, "merch_actor_mailbox_wait_seconds_count 3"},
-		{"active actors", before, "merch_actors_active 1"},
+		{"active actors", before, "merch_actor_active 1"},
 		{"mailbox depth", before, "merch_actor_mailbox_depth 0"},
 		{"journal records", before, `merch_journal_records_total{kind="purchased"} 1`},
 		{"journal transfers", before, `merch_journal_records_total{kind="transferred"} 2`},
@@ -75,7 +75,7 @@ func TestObserveMetrics(t *testing.T) {
 		{"http requests", before, `merch_http_requests_total{code="200",route="buy"} 1`},
 		{"go runtime", before, "go_goroutines "},
 		{"passivations", after, "merch_actor_passivations_total 1"},
-		{"active after passivation", after, "merch_actors_active 0"},
+		{"active after passivation", after, "merch_actor_active 0"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -111,7 +111,7 @@ func BenchmarkResident100kUsers(b *testing.B) {
 		b.ReportMetric(time.Since(start).Seconds(), "s-to-activate")
 	}
 	b.StopTimer()
-	active := scrape(b, c, "merch_actors_active")
+	active := scrape(b, c, "merch_actor_active")
 	if active < users {
 		b.Fatalf("only %v actors resident", active)
 	}
