@@ -1,16 +1,22 @@
 #!/usr/bin/env python3
 """Print every PromQL expr of a Grafana dashboard, one per line.
 
-usage: dashboard-exprs.py [-t] [DASHBOARD.json]
+usage: dashboard-exprs.py [-t] [-s] [DASHBOARD.json]
 
 The default dashboard is grafana/dashboards/merch-store.json beside this
 script. Panels inside rows (collapsed rows keep theirs in "panels") are
 included, in dashboard order. With -t each line is "panel title<TAB>expr".
 Whitespace inside an expr is collapsed so each fits on one line.
+With -s the dashboard's variables are replaced as Grafana would for the
+compose stack, so a line can be pasted into Prometheus: $__rate_interval by
+1m, $job by merch-store, $instance by .* (any).
 """
 import json
 import os
 import sys
+
+
+SUBSTITUTES = [("$__rate_interval", "1m"), ("$job", "merch-store"), ("$instance", ".*")]
 
 
 def walk(panels):
@@ -20,8 +26,8 @@ def walk(panels):
 
 
 def main(argv):
-    titles = "-t" in argv
-    args = [a for a in argv if a != "-t"]
+    titles, substitute = "-t" in argv, "-s" in argv
+    args = [a for a in argv if a not in ("-t", "-s")]
     if len(args) > 1:
         sys.exit(__doc__.strip().splitlines()[2])
     path = args[0] if args else os.path.join(
@@ -34,6 +40,9 @@ def main(argv):
     for panel in walk(dash.get("panels")):
         for target in panel.get("targets") or []:
             expr = " ".join(str(target.get("expr") or "").split())
+            if substitute:
+                for var, value in SUBSTITUTES:
+                    expr = expr.replace(var, value)
             if expr:
                 print(f"{panel.get('title', '')}\t{expr}" if titles else expr)
 
