@@ -27,13 +27,13 @@ func main() {
 	if errors.Is(err, flag.ErrHelp) {
 		os.Exit(0)
 	}
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "merch-store:", err)
-		os.Exit(2)
 	if errors.Is(err, errVersion) {
 		fmt.Println(versionLine())
 		os.Exit(0)
 	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "merch-store:", err)
+		os.Exit(2)
 	}
 	lim := setupLogging(cfg, os.Stderr)
 	logCtx, stopLogs := context.WithCancel(context.Background())
