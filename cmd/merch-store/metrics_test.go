@@ -246,6 +246,27 @@ func TestVersionFlag(t *testing.T) {
 	}
 }
 
+// TestVersionBinary builds the command with a -X version and runs
+// -version: exit 0, that version on stdout, whatever the environment holds.
+func TestVersionBinary(t *testing.T) {
+	bin := filepath.Join(t.TempDir(), "merch-store")
+	build := exec.Command(filepath.Join(runtime.GOROOT(), "bin", "go"), "build",
+		"-ldflags=-X main.version=v9.9.9-test", "-o", bin, ".")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	cmd := exec.Command(bin, "-version")
+	cmd.Env = append(os.Environ(), "HTTP_ADDR=not an address", "JWT_SECRET=")
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("merch-store -version: %v\nstderr: %s", err, stderr.String())
+	}
+	if out := stdout.String(); !strings.Contains(out, "version=v9.9.9-test ") || !strings.Contains(out, "goversion=go") {
+		t.Fatalf("merch-store -version printed %q", out)
+	}
+}
+
 // TestDashboardQueriesReturnData starts a real Prometheus scraping the
 // server and asks it every expression of every panel of the Grafana
 // dashboard, its variables replaced as Grafana would: a dashboard can
