@@ -1,36 +1,66 @@
 #!/usr/bin/env bash
-# Runs a command against a freshly started merch-store server, then stops the
-# server (by its PID) and prints where its log is.
+# Runs a command against a merch-store server that this script starts,
+# with a database of its own, then stops the server (by its PID) and drops
+# the database.
 #
 #   scripts/with-server.sh <command...>
 #
+# It refuses to run (exit 1, nothing loaded) when its own server did not
+# start: an address already in use (e.g. `make run` on :8080), a server
+# that exits, or a /readyz answered by any process but its own. Without
+# that check a load tool would silently measure the dev server and write
+# to the dev database.
+#
 # Environment:
-#   DATABASE_URL  use this database; when unset, the project-local PostgreSQL
-#                 (scripts/pg.sh) is started and a fresh database "merch_bench"
-#                 is created in it, so every run starts from zero users.
-#   SERVER_ADDR   where the server listens (default 127.0.0.1:8080)
-#   ADMIN_ADDR    its admin listener: /readyz, /metrics, pprof (default 127.0.0.1:8081)
+#   SERVER_ADDR   where the server listens (default: a free 127.0.0.1 port)
+#   ADMIN_ADDR    its admin listener: /readyz, /metrics, pprof (default: a free port)
+#   BENCH_DATABASE_URL  use this database as it is (never the dev one: the
+#                 project-local "merch" database is refused). When unset, the
+#                 project-local PostgreSQL (scripts/pg.sh) is started and a
+#                 fresh database merch_bench_<pid> is created in it, so every
+#                 run starts from zero users; it is dropped at the end
+#                 (KEEP_DB=1 keeps it). DATABASE_URL is ignored here: it is
+#                 what `make run` uses.
+#   START_WAIT    seconds to wait for readiness (default 60)
 #   SERVER_ENV    extra "K=V ..." for the server
 # The command sees SERVER_ADDR, ADMIN_ADDR and SERVER_PID. Load tools
 # register many users from one address, so REGISTER_RATE is 0 (off) here.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
+# shellcheck source=scripts/lib.sh
+. scripts/lib.sh
 mkdir -p bin .data
 go build -o bin/merch-store ./cmd/merch-store
 go build -o bin/loadgen ./cmd/loadgen
 
-if [[ -z "${DATABASE_URL:-}" ]]; then
+export SERVER_ADDR="${SERVER_ADDR:-127.0.0.1:$(free_port)}"
+export ADMIN_ADDR="${ADMIN_ADDR:-127.0.0.1:$(free_port)}"
+[[ "$SERVER_ADDR" != "$ADMIN_ADDR" ]] || die "SERVER_ADDR and ADMIN_ADDR are both $SERVER_ADDR"
+refuse_taken "$SERVER_ADDR" "$ADMIN_ADDR"
+
+db=""
+drop_db() {
+  [[ -n "$db" && -z "${KEEP_DB:-}" ]] || return 0
+  scripts/pg.sh psql -q -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null 2>&1 || true
+}
+if [[ -n "${BENCH_DATABASE_URL:-}" ]]; then
+  if scripts/pg.sh status >/dev/null 2>&1 && [[ "${BENCH_DATABASE_URL%%\?*}" == "$(scripts/pg.sh url | sed 's/?.*//')" ]]; then
+    die "BENCH_DATABASE_URL is the dev database of make run: give a bench its own"
+  fi
+  url="$BENCH_DATABASE_URL"
+else
   scripts/pg.sh up
   base="$(scripts/pg.sh url)"
-  PGOPTIONS='-c client_min_messages=warning' scripts/pg.sh psql -q -c 'DROP DATABASE IF EXISTS merch_bench' -c 'CREATE DATABASE merch_bench' >/dev/null
-  DATABASE_URL="${base%/merch*}/merch_bench?sslmode=disable"
+  db="merch_bench_$$"
+  scripts/pg.sh psql -q -c "DROP DATABASE IF EXISTS $db" -c "CREATE DATABASE $db" >/dev/null 2>&1 ||
+    die "could not create database $db in the project-local PostgreSQL ($base)"
+  url="${base%/merch*}/$db?sslmode=disable"
 fi
-export SERVER_ADDR="${SERVER_ADDR:-127.0.0.1:8080}"
-export ADMIN_ADDR="${ADMIN_ADDR:-127.0.0.1:8081}"
+
 log=".data/server.log"
 # shellcheck disable=SC2086
-env DATABASE_URL="$DATABASE_URL" HTTP_ADDR="$SERVER_ADDR" ADMIN_ADDR="$ADMIN_ADDR" REGISTER_RATE=0 \
+env DATABASE_URL="$url" HTTP_ADDR="$SERVER_ADDR" ADMIN_ADDR="$ADMIN_ADDR" REGISTER_RATE=0 \
   JWT_SECRET="${JWT_SECRET:-dev-secret-not-for-production}" LOG_LEVEL="${LOG_LEVEL:-warn}" \
   ${SERVER_ENV:-} bin/merch-store >"$log" 2>&1 &
 export SERVER_PID=$!
@@ -39,12 +69,15 @@ stop() {
     kill -TERM "$SERVER_PID"
     wait "$SERVER_PID" || true
   fi
+  drop_db
 }
 trap stop EXIT
-for _ in $(seq 1 100); do
-  if curl -fsS "http://$ADMIN_ADDR/readyz" >/dev/null 2>&1; then break; fi
-  if ! kill -0 "$SERVER_PID" 2>/dev/null; then cat "$log"; exit 1; fi
-  sleep 0.1
-done
-curl -fsS "http://$ADMIN_ADDR/readyz" >/dev/null || { echo "server not ready"; cat "$log"; exit 1; }
-"$@"
+wait_own_server "$SERVER_PID" "$log" "$ADMIN_ADDR" "$SERVER_ADDR"
+echo "with-server: merch-store pid $SERVER_PID on $SERVER_ADDR (admin $ADMIN_ADDR), database ${db:-from BENCH_DATABASE_URL}, log $log" >&2
+rc=0
+"$@" || rc=$?
+if ! kill -0 "$SERVER_PID" 2>/dev/null; then
+  tail -n 30 "$log" >&2 || true
+  die "the server (pid $SERVER_PID) exited during the run: its figures are not to be trusted (log: $log)"
+fi
+exit "$rc"
