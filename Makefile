@@ -74,16 +74,17 @@ bench-cluster:
 	DURATION=$${DURATION:-10s} CONNS=$(CONNS) scripts/bench-cluster.sh
 
 ## load: start PostgreSQL + the service, run the load generator for DURATION, print the report.
+## With -stages in LOADGEN_ARGS the stages replace -c and -d.
 load:
-	scripts/with-server.sh bash -c 'bin/loadgen -addr $$SERVER_ADDR -c $(CONNS) -d $(DURATION) $(LOADGEN_ARGS)'
+	scripts/with-server.sh bash -c 'bin/loadgen -addr $$SERVER_ADDR $(if $(findstring -stages,$(LOADGEN_ARGS)),,-c $(CONNS) -d $(DURATION)) $(LOADGEN_ARGS)'
 
 ## locust: the same scenario with Locust (Debian python3-locust), headless and bounded.
 locust:
-	scripts/with-server.sh bash -c 'cd locust && locust -f locustfile.py --headless -u $${USERS:-50} -r $${SPAWN_RATE:-10} -t $(DURATION) --host http://$$SERVER_ADDR --only-summary'
+	DURATION=$(DURATION) scripts/with-server.sh scripts/locust.sh
 
 ## profile: CPU profile of the service under the mixed load; writes bin/cpu.prof and prints the top.
 profile:
-	scripts/with-server.sh scripts/profile.sh
+	DURATION=$${DURATION:-10s} CONNS=$(CONNS) scripts/with-server.sh scripts/profile.sh
 
 ## soak: the long fault tests (kill -9 cycles, outages, storms).
 soak:
