@@ -53,7 +53,7 @@ else
   scripts/pg.sh up
   base="$(scripts/pg.sh url)"
   db="merch_bench_$$"
-  scripts/pg.sh psql -q -c "DROP DATABASE IF EXISTS $db" -c "CREATE DATABASE $db" >/dev/null ||
+  scripts/pg.sh psql -q -c 'SET client_min_messages = warning' -c "DROP DATABASE IF EXISTS $db" -c "CREATE DATABASE $db" >/dev/null ||
     die "could not create database $db in the project-local PostgreSQL ($base)"
   url="${base%/merch*}/$db?sslmode=disable"
 fi

