@@ -14,8 +14,8 @@
 # Environment:
 #   SERVER_ADDR   where the server listens (default: a free 127.0.0.1 port)
 #   ADMIN_ADDR    its admin listener: /readyz, /metrics, pprof (default: a free port)
-#   BENCH_DATABASE_URL  use this database as it is (never the dev one: the
-#                 project-local "merch" database is refused). When unset, the
+#   BENCH_DATABASE_URL  use this database as it is (never the dev one: a
+#                 database named "merch", make run's, is refused). When unset, the
 #                 project-local PostgreSQL (scripts/pg.sh) is started and a
 #                 fresh database merch_bench_<pid> is created in it, so every
 #                 run starts from zero users; it is dropped at the end
@@ -45,9 +45,8 @@ drop_db() {
   scripts/pg.sh psql -q -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null 2>&1 || true
 }
 if [[ -n "${BENCH_DATABASE_URL:-}" ]]; then
-  if scripts/pg.sh status >/dev/null 2>&1 && [[ "${BENCH_DATABASE_URL%%\?*}" == "$(scripts/pg.sh url | sed 's/?.*//')" ]]; then
-    die "BENCH_DATABASE_URL is the dev database of make run: give a bench its own"
-  fi
+  name="${BENCH_DATABASE_URL%%\?*}"; name="${name##*/}"
+  [[ "$name" != merch ]] || die "BENCH_DATABASE_URL names database \"merch\", the one make run uses: give a bench its own"
   url="$BENCH_DATABASE_URL"
 else
   scripts/pg.sh up
