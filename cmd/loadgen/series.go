@@ -89,7 +89,7 @@ func createSeries(path string, every time.Duration) (*seriesWriter, error) {
 // row writes the interval that ends now, if it overlaps the measured
 // window, and flushes it (so the file can be followed during a run). A
 // sliver of the window (the tick that ends the warm-up) joins the next
-// row unless final.
+// row; a final sliver is written only if requests finished in it.
 func (s *seriesWriter) row(rec *recorder, ph *phase, prof *profile, final bool) {
 	if s == nil || s.err != nil {
 		return
@@ -99,10 +99,14 @@ func (s *seriesWriter) row(rec *recorder, ph *phase, prof *profile, final bool) 
 	if from.Before(ph.measureFrom) {
 		from = ph.measureFrom
 	}
-	if !now.After(from) || (!final && now.Sub(from) < s.every/2) {
+	sliver := now.Sub(from) < s.every/2
+	if !now.After(from) || (sliver && !final) {
 		return
 	}
 	cur := rec.cumulative()
+	if sliver && cur.count == s.prev.count && cur.missed == s.prev.missed {
+		return
+	}
 	r := seriesRow{
 		TS: now.Sub(ph.start).Seconds(), IntervalS: now.Sub(from).Seconds(),
 		Requests: cur.count - s.prev.count, Errors: cur.errs - s.prev.errs, Missed: cur.missed - s.prev.missed,
