@@ -1,4 +1,4 @@
-# Merch store. `make run` serves on :8080; `make test` runs every test.
+# Merch store. `make run` serves on 127.0.0.1:8080; `make test` runs every test.
 # Nothing here needs Docker: PostgreSQL 15 comes from the system binaries
 # (/usr/lib/postgresql/15/bin), started by scripts/pg.sh or by the tests.
 
@@ -10,6 +10,10 @@ FUZZTIME ?= 30s
 DURATION ?= 30s
 CONNS ?= 64
 export JWT_SECRET ?= dev-secret-not-for-production
+# The Go files lint and fmt format: the tracked ones, or without a git
+# checkout (git archive, a tarball) every one outside dot directories and
+# bin/. gofmt given no file would read stdin and wait.
+GO_FILES = $(shell git ls-files '*.go' 2>/dev/null || find . -name '*.go' -not -path './.*' -not -path './bin/*')
 
 .PHONY: help build run test test-cluster lint fmt bench bench-http bench-cluster load locust profile soak fuzz pg-up pg-down clean
 
@@ -29,10 +33,10 @@ build:
 	$(GO) build -o $(BIN)/merch-store ./cmd/merch-store
 	$(GO) build -o $(BIN)/loadgen ./cmd/loadgen
 
-## run: serve on :8080; starts the project-local PostgreSQL when DATABASE_URL is unset.
+## run: serve on 127.0.0.1:8080 (HTTP_ADDR overrides); starts the project-local PostgreSQL when DATABASE_URL is unset.
 run: build
 	@if [ -z "$$DATABASE_URL" ]; then scripts/pg.sh up; fi
-	DATABASE_URL="$${DATABASE_URL:-$$(scripts/pg.sh url)}" $(BIN)/merch-store
+	HTTP_ADDR="$${HTTP_ADDR:-127.0.0.1:8080}" DATABASE_URL="$${DATABASE_URL:-$$(scripts/pg.sh url)}" $(BIN)/merch-store
 
 ## test: vet; the race-enabled suite with coverage; the allocation budgets (they need -race off);
 ## then the quick fault tests on their own (they measure latency, so nothing else may compete for the cores).
@@ -50,7 +54,7 @@ test-cluster:
 
 ## lint: gofmt, go vet and golangci-lint at a pinned version.
 lint: $(BIN)/golangci-lint
-	@out="$$(gofmt -l $$(git ls-files '*.go'))"; if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+	@out="$$(gofmt -l $(GO_FILES) </dev/null)"; if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 	$(BIN)/golangci-lint run ./...
 
@@ -59,7 +63,7 @@ $(BIN)/golangci-lint:
 
 ## fmt: gofmt every tracked Go file.
 fmt:
-	gofmt -w $$(git ls-files '*.go')
+	gofmt -w $(GO_FILES) </dev/null
 
 ## bench: go test benchmarks with allocations (journal against a real PostgreSQL).
 bench:
@@ -106,7 +110,7 @@ pg-up:
 pg-down:
 	scripts/pg.sh down
 
-## clean: stop it, remove bin/, .data/ and coverage.
+## clean: stop it and remove its data wherever scripts/pg.sh put it (a /tmp fallback too), bin/, .data/ and coverage.
 clean:
-	-scripts/pg.sh down
+	scripts/pg.sh clean
 	rm -rf $(BIN) .data coverage.out

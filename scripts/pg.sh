@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Project-local PostgreSQL server for `make run`.
 #
-# usage: scripts/pg.sh up|down|status|url|psql [psql args...]
+# usage: scripts/pg.sh up|down|clean|status|url|psql [psql args...]
 #
 #   up      initdb (first time only), start (if not running), create database
 #           "merch" (if missing). Quiet on success.
 #   down    stop the server (fast mode) if it is running.
+#   clean   stop it, then remove its data directory wherever it is (the
+#           /tmp fallback below too) and the .data/pg links. `make clean`.
 #   status  exit 0 if the server is running, 3 if not.
 #   url     print the connection URL.
 #   psql    run psql on the merch database; extra arguments go to psql.
@@ -173,6 +175,21 @@ cmd_down() {
 	fi
 }
 
+# cmd_clean removes only what cmd_up creates, and nothing if the server
+# does not stop (set -e).
+cmd_clean() {
+	local dir
+	dir=$(data_dir)
+	cmd_down
+	if [[ -n $dir && $dir != "$DATA_LINK" ]]; then
+		case $dir in
+		/tmp/merch-pg-*) rm -rf -- "$dir" ;;
+		*) die "not removing $dir: $DATA_LINK points outside /tmp/merch-pg-*" ;;
+		esac
+	fi
+	rm -rf -- "$DATA_LINK" "$REPO/.data/pg.log"
+}
+
 cmd_status() {
 	local dir
 	dir=$(data_dir)
@@ -187,6 +204,7 @@ cmd_status() {
 case "${1:-}" in
 up) cmd_up ;;
 down) cmd_down ;;
+clean) cmd_clean ;;
 status) cmd_status ;;
 url) printf '%s\n' "$URL" ;;
 psql)
@@ -194,7 +212,7 @@ psql)
 	exec "$PGBIN/psql" "$URL" "$@"
 	;;
 *)
-	echo "usage: $0 up|down|status|url|psql [psql args...]" >&2
+	echo "usage: $0 up|down|clean|status|url|psql [psql args...]" >&2
 	exit 2
 	;;
 esac
