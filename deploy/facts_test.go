@@ -30,7 +30,16 @@ var (
 	factsOnce sync.Once
 	factsVal  facts
 	factsErr  error
+	factsDir  string // the build's temporary directory, removed by TestMain
 )
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if factsDir != "" {
+		_ = os.RemoveAll(factsDir)
+	}
+	os.Exit(code)
+}
 
 // mustFacts builds cmd/merch-store once per test binary and reads the
 // defaults it prints.
@@ -53,8 +62,7 @@ func readFacts() (facts, error) {
 	if err != nil {
 		return facts{}, err
 	}
-	// The binary stays for the test binary's life; the directory goes with
-	// the next reboot (tests cannot clean up after a sync.Once).
+	factsDir = dir
 	f := facts{bin: filepath.Join(dir, "merch-store")}
 	if out, err := exec.Command("go", "build", "-o", f.bin, "merch/cmd/merch-store").CombinedOutput(); err != nil {
 		return f, errors.New("go build merch/cmd/merch-store: " + err.Error() + "\n" + string(out))
