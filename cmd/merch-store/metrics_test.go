@@ -250,7 +250,7 @@ func TestVersionFlag(t *testing.T) {
 // -version: exit 0, that version on stdout, whatever the environment holds.
 func TestVersionBinary(t *testing.T) {
 	bin := filepath.Join(t.TempDir(), "merch-store")
-	build := exec.Command(filepath.Join(runtime.GOROOT(), "bin", "go"), "build",
+	build := exec.Command("go", "build",
 		"-ldflags=-X main.version=v9.9.9-test", "-o", bin, ".")
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
