@@ -18,7 +18,10 @@ WORKDIR /src
 COPY go.mod go.sum ./
 RUN go mod download
 COPY . .
-RUN CGO_ENABLED=0 go build -trimpath -ldflags="-s -w" -o /out/merch-store ./cmd/merch-store
+# VERSION names the build in -version and merch_build_info
+# (docker build --build-arg VERSION=$(git describe --always --dirty) .).
+ARG VERSION=dev
+RUN CGO_ENABLED=0 go build -trimpath -ldflags="-s -w -X main.version=${VERSION}" -o /out/merch-store ./cmd/merch-store
 
 # Static binary, no shell, runs as the image's unprivileged "nonroot" user
 # (uid 65532).

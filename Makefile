@@ -6,6 +6,8 @@ SHELL := /bin/bash
 GO ?= go
 GOLANGCI_LINT_VERSION := v2.15.0
 BIN := $(CURDIR)/bin
+# VERSION names the build in `merch-store -version` and merch_build_info.
+VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 FUZZTIME ?= 30s
 DURATION ?= 30s
 CONNS ?= 64
@@ -30,7 +32,7 @@ help:
 
 ## build: bin/merch-store and bin/loadgen.
 build:
-	$(GO) build -o $(BIN)/merch-store ./cmd/merch-store
+	$(GO) build -ldflags "-X main.version=$(VERSION)" -o $(BIN)/merch-store ./cmd/merch-store
 	$(GO) build -o $(BIN)/loadgen ./cmd/loadgen
 
 ## run: serve on 127.0.0.1:8080 (HTTP_ADDR overrides); starts the project-local PostgreSQL when DATABASE_URL is unset.
