@@ -28,9 +28,9 @@ SELECT f, t, a, s FROM unnest($1::text[], $2::text[], $3::bigint[], $4::smallint
 ON CONFLICT (from_user, to_user) DO UPDATE SET amount = transfer_totals.amount + EXCLUDED.amount`
 	// expireKeysSQL deletes expired rows of the batch's keys, so a key
 	// reused after KeyRetention is stored afresh. A live key's row stays,
-	// and its primary key refuses a second change under it.
-	expireKeysSQL = `DELETE FROM idempotency_keys k USING unnest($1::text[], $2::text[]) AS t(u, key)
-WHERE k.user_name = t.u AND k.key = t.key AND k.created_at <= now() - $3::interval`
+	// and its primary key refuses a second change under it. One primary-key
+	// lookup per key (migration 0004: a join's cached plan can seq-scan).
+	expireKeysSQL = `SELECT merch_expire_keys($1::text[], $2::text[], $3::interval)`
 	// pendingSQL writes the credits of transfers to other owners' users.
 	pendingSQL = `INSERT INTO pending_credits (from_shard, to_shard, from_user, to_user, amount)
 SELECT * FROM unnest($1::smallint[], $2::smallint[], $3::text[], $4::text[], $5::bigint[])`

@@ -1,0 +1,1 @@
+DROP FUNCTION merch_expire_keys(text[], text[], interval);
