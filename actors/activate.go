@@ -19,21 +19,27 @@ var activations atomic.Uint64
 // resolve returns the user's live handle, loading the user if needed;
 // until (monotime) bounds the wait.
 func (s *System) resolve(name string, until int64) (*handle, error) {
+	return s.resolveTraced(name, until, nil)
+}
+
+// resolveTraced is resolve on behalf of the client request rid: a failed
+// load names it.
+func (s *System) resolveTraced(name string, until int64, rid []byte) (*handle, error) {
 	sp := s.dir.stripe(name)
 	h := sp.get(name)
 	if h == nil || h.dead() || h.broken.Load() || !s.current(h) {
-		h = s.activate(sp, name)
+		h = s.activate(sp, name, rid)
 	}
 	return s.await(h, until)
 }
 
 // resolveBytes is resolve for a name still in a request buffer: a resident
 // user is found without allocating.
-func (s *System) resolveBytes(name []byte, until int64) (*handle, error) {
+func (s *System) resolveBytes(name []byte, until int64, rid []byte) (*handle, error) {
 	sp := s.dir.stripeBytes(name)
 	h := sp.getBytes(name)
 	if h == nil || h.dead() || h.broken.Load() || !s.current(h) {
-		h = s.activate(sp, string(name))
+		h = s.activate(sp, string(name), rid)
 	}
 	return s.await(h, until)
 }
@@ -67,15 +73,16 @@ func (s *System) await(h *handle, until int64) (*handle, error) {
 const pinRetries = 8
 
 // resolvePinned resolves and pins name (or nameBytes when not nil),
-// retrying when it races with passivation.
-func (s *System) resolvePinned(name string, nameBytes []byte, limit int32, until int64) (*handle, error) {
+// retrying when it races with passivation; rid is the client request's id
+// (see resolveTraced).
+func (s *System) resolvePinned(name string, nameBytes []byte, limit int32, until int64, rid []byte) (*handle, error) {
 	for range pinRetries {
 		var h *handle
 		var err error
 		if nameBytes != nil {
-			h, err = s.resolveBytes(nameBytes, until)
+			h, err = s.resolveBytes(nameBytes, until, rid)
 		} else {
-			h, err = s.resolve(name, until)
+			h, err = s.resolveTraced(name, until, rid)
 		}
 		if err != nil {
 			return nil, err
@@ -91,7 +98,7 @@ func (s *System) resolvePinned(name string, nameBytes []byte, limit int32, until
 // activate installs a loading handle for name and starts loading it
 // (single flight: concurrent callers find the handle and wait on ready, each
 // with its own deadline; the load itself is bounded by LoadTimeout).
-func (s *System) activate(sp *stripe, name string) *handle {
+func (s *System) activate(sp *stripe, name string, rid []byte) *handle {
 	shard := ShardOf(name)
 	epoch, ok := s.lease(shard)
 	if !ok {
@@ -126,14 +133,14 @@ func (s *System) activate(sp *stripe, name string) *handle {
 	h := newHandle(s, name, shard, epoch)
 	sp.m[name] = h
 	sp.mu.Unlock()
-	s.wg.Add(1) // Close waits for loads in progress (each bounded by LoadTimeout)
-	go s.load(sp, h)
+	s.wg.Add(1)                   // Close waits for loads in progress (each bounded by LoadTimeout)
+	go s.load(sp, h, string(rid)) // activation is not a hot path
 	return h
 }
 
 // load reads the user from the store and spawns its actor, or records why
 // not and drops the handle.
-func (s *System) load(sp *stripe, h *handle) {
+func (s *System) load(sp *stripe, h *handle, rid string) {
 	defer s.wg.Done()
 	name := h.name
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.LoadTimeout)
@@ -148,7 +155,7 @@ func (s *System) load(sp *stripe, h *handle) {
 		if errors.Is(err, ErrUnknownUser) {
 			sp.markAbsent(h, s.cfg.AbsentTTL)
 		} else {
-			slog.Warn("load user failed", "user", name, "err", err)
+			slog.Warn("load user failed", "user", name, "request_id", rid, "err", err)
 			h.err = ErrUnavailable
 			sp.remove(h)
 		}

@@ -20,14 +20,19 @@ func (s *System) call(h *handle, r *request, until int64) (rep reply, ok bool) {
 
 // Info returns the user's /api/info body: durable state only. The slice is
 // immutable and shared; callers must not modify it.
-func (s *System) Info(name string) ([]byte, error) {
+func (s *System) Info(name string) ([]byte, error) { return s.InfoTraced(name, nil) }
+
+// InfoTraced is Info for a client request whose id (X-Request-Id) the log
+// lines it causes name; rid is copied, not retained.
+func (s *System) InfoTraced(name string, rid []byte) ([]byte, error) {
 	until := monotime() + int64(s.cfg.ReadTimeout)
-	h, err := s.resolvePinned(name, nil, int32(s.cfg.InflightPerUserMax), until)
+	h, err := s.resolvePinned(name, nil, int32(s.cfg.InflightPerUserMax), until, rid)
 	if err != nil {
 		return nil, err
 	}
 	r := getRequest()
 	r.op, r.owner, r.held = opInfo, h, heldOwner
+	r.setRequestID(rid)
 	rep, ok := s.call(h, r, until)
 	if !ok {
 		return nil, ErrUnavailable
@@ -38,24 +43,30 @@ func (s *System) Info(name string) ([]byte, error) {
 // Buy buys one item. nil means the purchase is durable. key is an optional
 // idempotency key ("" for none).
 func (s *System) Buy(name string, item ItemID, key string) error {
+	return s.BuyTraced(name, item, key, nil)
+}
+
+// BuyTraced is Buy for a client request with id rid (see InfoTraced).
+func (s *System) BuyTraced(name string, item ItemID, key string, rid []byte) error {
 	if !item.Valid() {
 		return ErrUnknownItem
 	}
 	until := monotime() + int64(s.cfg.WriteTimeout)
 	if key == "" {
-		return s.buy(name, item, "", false, until)
+		return s.buy(name, item, "", false, until, rid)
 	}
 	want := KeyedRequest{Key: key, Kind: Purchased, Item: item, Amount: item.Price()}
-	return s.keyed(name, want, until, func(checked bool) error { return s.buy(name, item, key, checked, until) })
+	return s.keyed(name, want, until, rid, func(checked bool) error { return s.buy(name, item, key, checked, until, rid) })
 }
 
-func (s *System) buy(name string, item ItemID, key string, checked bool, until int64) error {
-	h, err := s.resolvePinned(name, nil, int32(s.cfg.InflightPerUserMax), until)
+func (s *System) buy(name string, item ItemID, key string, checked bool, until int64, rid []byte) error {
+	h, err := s.resolvePinned(name, nil, int32(s.cfg.InflightPerUserMax), until, rid)
 	if err != nil {
 		return err
 	}
 	r := getRequest()
 	r.op, r.owner, r.held, r.item, r.key, r.keyChecked = opBuy, h, heldOwner, item, key, checked
+	r.setRequestID(rid)
 	return s.write(h, r, until)
 }
 
@@ -69,6 +80,12 @@ func (s *System) Send(from, to string, amount Coins, key string) error {
 // SendBytes is Send with the recipient's name still in a request buffer; it
 // is not retained.
 func (s *System) SendBytes(from string, to []byte, amount Coins, key string) error {
+	return s.SendBytesTraced(from, to, amount, key, nil)
+}
+
+// SendBytesTraced is SendBytes for a client request with id rid (see
+// InfoTraced).
+func (s *System) SendBytesTraced(from string, to []byte, amount Coins, key string, rid []byte) error {
 	switch {
 	case from == string(to):
 		return ErrSelfTransfer
@@ -77,21 +94,21 @@ func (s *System) SendBytes(from string, to []byte, amount Coins, key string) err
 	}
 	until := monotime() + int64(s.cfg.WriteTimeout)
 	if key == "" {
-		return s.sendCoins(from, to, amount, "", false, until)
+		return s.sendCoins(from, to, amount, "", false, until, rid)
 	}
 	want := KeyedRequest{Key: key, Kind: Transferred, Peer: string(to), Amount: amount}
-	return s.keyed(from, want, until, func(checked bool) error { return s.sendCoins(from, to, amount, key, checked, until) })
+	return s.keyed(from, want, until, rid, func(checked bool) error { return s.sendCoins(from, to, amount, key, checked, until, rid) })
 }
 
-func (s *System) sendCoins(from string, to []byte, amount Coins, key string, checked bool, until int64) error {
+func (s *System) sendCoins(from string, to []byte, amount Coins, key string, checked bool, until int64, rid []byte) error {
 	if _, local := s.lease(ShardOfBytes(to)); !local {
-		return s.sendRemote(from, string(to), amount, key, checked, until)
+		return s.sendRemote(from, string(to), amount, key, checked, until, rid)
 	}
-	h, err := s.resolvePinned(from, nil, int32(s.cfg.InflightPerUserMax), until)
+	h, err := s.resolvePinned(from, nil, int32(s.cfg.InflightPerUserMax), until, rid)
 	if err != nil {
 		return err
 	}
-	peer, err := s.resolvePinned("", to, 0, until)
+	peer, err := s.resolvePinned("", to, 0, until, rid)
 	if err != nil {
 		h.unpinOwn()
 		if errors.Is(err, ErrUnknownUser) {
@@ -102,6 +119,7 @@ func (s *System) sendCoins(from string, to []byte, amount Coins, key string, che
 	r := getRequest()
 	r.op, r.owner, r.peer, r.held, r.amount = opSend, h, peer, heldOwner|heldPeer, amount
 	r.peerName, r.key, r.keyChecked = peer.name, key, checked
+	r.setRequestID(rid)
 	return s.write(h, r, until)
 }
 

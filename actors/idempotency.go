@@ -123,7 +123,7 @@ func (t *keyTable) finish(key string, applied bool) {
 // goroutine, never inside an actor) and the change is replayed or re-sent
 // as checked. No change with the key can reach the store in between: it
 // would be pending in the actor's table, which never forgets pending keys.
-func (s *System) keyed(user string, want KeyedRequest, until int64, write func(checked bool) error) error {
+func (s *System) keyed(user string, want KeyedRequest, until int64, rid []byte, write func(checked bool) error) error {
 	err := write(false)
 	if !errors.Is(err, errKeyCheck) {
 		return err
@@ -133,7 +133,7 @@ func (s *System) keyed(user string, want KeyedRequest, until int64, write func(c
 	cancel()
 	switch {
 	case err != nil:
-		slog.Warn("idempotency key lookup failed", "user", user, "err", err)
+		slog.Warn("idempotency key lookup failed", "user", user, "request_id", string(rid), "err", err)
 		return ErrUnavailable
 	case found && got != want:
 		s.metrics.KeyReplayed(ErrKeyReused)

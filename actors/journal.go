@@ -90,6 +90,20 @@ type Completion interface {
 	JournalDone(err error)
 }
 
+// RequestIDer is optionally implemented by a Completion: the id of the
+// client request the record belongs to, for the log lines it may cause.
+type RequestIDer interface {
+	RequestID() string
+}
+
+// RequestID returns the request id of r's completion, or "".
+func (r *Record) RequestID() string {
+	if t, ok := r.Done.(RequestIDer); ok {
+		return t.RequestID()
+	}
+	return ""
+}
+
 // Journal makes records durable. Implementations batch records from many
 // actors into one database transaction (group commit).
 type Journal interface {

@@ -56,8 +56,12 @@ type request struct {
 	// missing from the actor's table is new (see keyTable.evicted).
 	keyChecked bool
 	enqueued   int64 // monotime at the last send, for the mailbox wait metric
-	err        error // journal outcome, set by JournalDone
-	reply      chan reply
+	// rid is the client's request id (X-Request-Id), copied so a pooled
+	// request carries it without allocating; only log lines read it.
+	rid    [RequestIDMax]byte
+	ridLen uint8
+	err    error // journal outcome, set by JournalDone
+	reply  chan reply
 }
 
 type reply struct {
@@ -68,6 +72,18 @@ type reply struct {
 var requestPool = sync.Pool{New: func() any { return &request{reply: make(chan reply, 1)} }}
 
 func getRequest() *request { return requestPool.Get().(*request) }
+
+// RequestIDMax bounds the request ids the actors keep for their log lines
+// (longer ones are cut).
+const RequestIDMax = 128
+
+// setRequestID copies id into r.
+func (r *request) setRequestID(id []byte) {
+	r.ridLen = uint8(copy(r.rid[:], id))
+}
+
+// RequestID implements RequestIDer.
+func (r *request) RequestID() string { return string(r.rid[:r.ridLen]) }
 
 // putRequest returns a request whose reply has been received.
 func putRequest(r *request) {

@@ -49,17 +49,18 @@ type Credits interface {
 const knownPerStripeMax = 4096
 
 // sendRemote is sendCoins for a recipient whose shard another node owns.
-func (s *System) sendRemote(from, to string, amount Coins, key string, checked bool, until int64) error {
+func (s *System) sendRemote(from, to string, amount Coins, key string, checked bool, until int64, rid []byte) error {
 	if err := s.recipientExists(to, until); err != nil {
 		return err
 	}
-	h, err := s.resolvePinned(from, nil, int32(s.cfg.InflightPerUserMax), until)
+	h, err := s.resolvePinned(from, nil, int32(s.cfg.InflightPerUserMax), until, rid)
 	if err != nil {
 		return err
 	}
 	r := getRequest()
 	r.op, r.owner, r.held, r.amount, r.remote = opSend, h, heldOwner, amount, true
 	r.peerName, r.key, r.keyChecked = to, key, checked
+	r.setRequestID(rid)
 	if err := s.write(h, r, until); err != nil {
 		return err
 	}

@@ -205,7 +205,11 @@ func (u *user) recoverPanic() {
 	u.h.broken.Store(true)
 	u.info = nil
 	u.sys.metrics.Panicked()
-	slog.Error("actor panic; rebuilding user from store", "user", u.h.name, "panic", v,
+	var rid string
+	if u.cur != nil {
+		rid = u.cur.RequestID()
+	}
+	slog.Error("actor panic; rebuilding user from store", "user", u.h.name, "request_id", rid, "panic", v,
 		"stack", string(debug.Stack()))
 	if r := u.cur; r != nil {
 		u.cur = nil

@@ -6,8 +6,11 @@ import (
 	"errors"
 	"log/slog"
 	"strings"
+	"sync"
 	"testing"
 	"unicode/utf8"
+
+	"merch/actors"
 )
 
 // TestChangeAnswersHaveNoBody: the 200 of buy and sendCoin has no body and
@@ -152,4 +155,64 @@ func TestErrorBodyIsJSON(t *testing.T) {
 			t.Errorf("table body %s is not JSON", r.body)
 		}
 	}
+}
+
+// TestActorLogLinesNameTheRequest: the handlers hand the request's id to
+// the actors, so the lines a request causes there name it: a user that
+// failed to load (info), an actor that panicked (buy, sendCoin).
+func TestActorLogLinesNameTheRequest(t *testing.T) {
+	var buf syncBuffer
+	old := slog.Default()
+	slog.SetDefault(slog.New(slog.NewTextHandler(&buf, nil)))
+	defer slog.SetDefault(old)
+	e := mustEnv(t, envConfig{})
+	tok := e.mustAuth(t, "gil", "pw")
+	e.mustAuth(t, "hal", "pw")
+	e.store.Put("ivy", actors.UserState{Coins: actors.StartingCoins})
+	e.store.SetLoadErr("ivy", errors.New("injected load failure"))
+	ivy, err := e.tokens.Issue("ivy")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.journal.SetRefuse(func(*actors.Record) error { panic("injected: journal append panicked") })
+	for _, tc := range []struct {
+		r      req
+		status int
+		line   string
+	}{
+		{req{method: "GET", path: "/api/info", token: ivy, headers: []string{"X-Request-Id", "req-info"}}, 503, "load user failed"},
+		{req{method: "GET", path: "/api/buy/cup", token: tok, headers: []string{"X-Request-Id", "req-buy"}}, 500, "actor panic"},
+		{req{method: "POST", path: "/api/sendCoin", token: tok, body: `{"toUser":"hal","amount":1}`,
+			headers: []string{"X-Request-Id", "req-send"}}, 500, "actor panic"},
+	} {
+		id := tc.r.headers[1]
+		if r := e.do(t, tc.r); r.status != tc.status {
+			t.Fatalf("%s %s: %d %s, want %d", tc.r.method, tc.r.path, r.status, r.body, tc.status)
+		}
+		found := false
+		for _, s := range strings.Split(buf.String(), "\n") {
+			found = found || strings.Contains(s, tc.line) && strings.Contains(s, "request_id="+id)
+		}
+		if !found {
+			t.Errorf("%s %s: no %q line with request_id=%s:\n%s", tc.r.method, tc.r.path, tc.line, id, buf.String())
+		}
+	}
+}
+
+// syncBuffer is a log destination goroutines may share.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

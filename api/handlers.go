@@ -37,7 +37,7 @@ func (s *Server) info(ctx *fasthttp.RequestCtx) {
 	if s.elsewhere(ctx, name) {
 		return
 	}
-	body, err := s.sys.Info(name)
+	body, err := s.sys.InfoTraced(name, requestIDBytes(ctx))
 	if err != nil {
 		if !s.lostWhileServing(ctx, name, err) {
 			writeError(ctx, err)
@@ -68,7 +68,7 @@ func (s *Server) buyHandler(item actors.ItemID) fasthttp.RequestHandler {
 		if s.elsewhere(ctx, name) {
 			return
 		}
-		if err := s.sys.Buy(name, item, key); err != nil {
+		if err := s.sys.BuyTraced(name, item, key, requestIDBytes(ctx)); err != nil {
 			if !s.lostWhileServing(ctx, name, err) {
 				writeError(ctx, err)
 			}
@@ -96,7 +96,7 @@ func (s *Server) sendCoin(ctx *fasthttp.RequestCtx) {
 	p := parsers.Get()
 	to, amount, err := decodeSend(p, ctx.PostBody())
 	if err == nil {
-		err = s.sys.SendBytes(name, to, amount, key)
+		err = s.sys.SendBytesTraced(name, to, amount, key, requestIDBytes(ctx))
 	}
 	parsers.Put(p)
 	if err != nil {

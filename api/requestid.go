@@ -63,6 +63,12 @@ func echoRequestID(ctx *fasthttp.RequestCtx) {
 	}
 }
 
+// requestIDBytes returns the request's id for the actors, which copy it
+// (valid only while the handler runs).
+func requestIDBytes(ctx *fasthttp.RequestCtx) []byte {
+	return ctx.Request.Header.PeekBytes(headerRequestID)
+}
+
 // requestID returns the request's id for a log line (cold paths only: it
 // copies).
 func requestID(ctx *fasthttp.RequestCtx) string {

@@ -61,5 +61,5 @@ func logRefused(r *actors.Record, err error) {
 	}
 	slog.Error("journal record refused by the database; answered 500", "kind", r.Kind.String(),
 		"user", r.User, "peer", r.Peer, "item", r.Item.Name(), "amount", int64(r.Amount),
-		"key", r.Key, "sqlstate", code, "reason", msg)
+		"key", r.Key, "request_id", r.RequestID(), "sqlstate", code, "reason", msg)
 }

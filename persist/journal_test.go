@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"strings"
 	"sync"
 	"testing"
@@ -542,5 +543,64 @@ func TestPendingCreditFold(t *testing.T) {
 	}
 	if ok, err := store.UserExists(ctx, "nobody"); ok || err != nil {
 		t.Fatalf("UserExists(nobody) = %v, %v", ok, err)
+	}
+}
+
+// lockedBuffer is a log destination that goroutines may share.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// tracedDone is a completion that knows its client request's id.
+type tracedDone struct {
+	done
+	id string
+}
+
+func (d tracedDone) RequestID() string { return d.id }
+
+// TestRefusedRecordLogNamesRequest: the line a refused record writes names
+// the client request it belongs to (X-Request-Id), so an operator can find
+// the 500 the client saw.
+func TestRefusedRecordLogNamesRequest(t *testing.T) {
+	var buf lockedBuffer
+	old := slog.Default()
+	slog.SetDefault(slog.New(slog.NewTextHandler(&buf, nil)))
+	defer slog.SetDefault(old)
+	_, pool := mustDB(t)
+	j := mustJournal(t, journalConfig(pool, func(err error) { t.Errorf("fatal: %v", err) }))
+	if err := mustAppend(t, j, register("ian")); err != nil {
+		t.Fatal(err)
+	}
+	hoody := item(t, "pink-hoody")
+	ds := make([]tracedDone, 3)
+	recs := make([]actors.Record, 3)
+	for i := range recs {
+		ds[i] = tracedDone{make(done, 1), fmt.Sprintf("req-%d", i)}
+		recs[i] = actors.Record{Kind: actors.Purchased, User: "ian", Item: hoody, Amount: hoody.Price(), Done: ds[i]}
+		if err := j.Append(&recs[i]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i, d := range ds {
+		if err := mustWait(t, d.done); (err != nil) != (i == 2) {
+			t.Fatalf("record %d: %v", i, err)
+		}
+	}
+	if log := buf.String(); !strings.Contains(log, "journal record refused") || !strings.Contains(log, "request_id=req-2") {
+		t.Fatalf("the refused record's line does not name its request (request_id=req-2):\n%s", log)
 	}
 }
