@@ -3,43 +3,17 @@ package actors
 import (
 	"errors"
 	"fmt"
-	"log/slog"
 	"strings"
-	"sync"
 	"testing"
+
+	"merch/internal/logtest"
 )
-
-// logCapture sends slog's default output to a buffer until the test ends.
-type logCapture struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *logCapture) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logCapture) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
-func captureLog(tb testing.TB) *logCapture {
-	l := &logCapture{}
-	old := slog.Default()
-	slog.SetDefault(slog.New(slog.NewTextHandler(l, nil)))
-	tb.Cleanup(func() { slog.SetDefault(old) })
-	return l
-}
 
 // TestLogLinesNameTheRequest: the few log lines a client request can cause
 // inside the actors — its user failed to load, its actor panicked, its
 // key could not be looked up — name the request's id (X-Request-Id).
 func TestLogLinesNameTheRequest(t *testing.T) {
-	check := func(t *testing.T, l *logCapture, line, id string) {
+	check := func(t *testing.T, l *logtest.Buffer, line, id string) {
 		t.Helper()
 		for _, s := range strings.Split(l.String(), "\n") {
 			if strings.Contains(s, line) && strings.Contains(s, "request_id="+id) {
@@ -49,7 +23,7 @@ func TestLogLinesNameTheRequest(t *testing.T) {
 		t.Fatalf("no %q line with request_id=%s:\n%s", line, id, l.String())
 	}
 	t.Run("load failed", func(t *testing.T) {
-		l := captureLog(t)
+		l := logtest.Capture(t)
 		e := mustNewEnv(t, testConfig(), liveJournal)
 		e.store.Put("alice", stateWith(1000))
 		e.store.SetLoadErr("alice", errInjected)
@@ -59,7 +33,7 @@ func TestLogLinesNameTheRequest(t *testing.T) {
 		check(t, l, "load user failed", "req-load")
 	})
 	t.Run("panic", func(t *testing.T) {
-		l := captureLog(t)
+		l := logtest.Capture(t)
 		e := mustNewEnv(t, testConfig(), liveJournal, "alice")
 		e.journal.SetRefuse(func(rec *Record) error { panic("injected: journal append panicked") })
 		if err := e.sys.BuyTraced("alice", socks, "", []byte("req-panic")); !errors.Is(err, ErrInternal) {
@@ -68,7 +42,7 @@ func TestLogLinesNameTheRequest(t *testing.T) {
 		check(t, l, "actor panic", "req-panic")
 	})
 	t.Run("key lookup failed", func(t *testing.T) {
-		l := captureLog(t)
+		l := logtest.Capture(t)
 		e := mustNewEnv(t, testConfig(), liveJournal, "bob")
 		st := stateWith(1000)
 		for i := range KeysPerUserMax {

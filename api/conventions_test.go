@@ -1,16 +1,14 @@
 package api
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
-	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"unicode/utf8"
 
 	"merch/actors"
+	"merch/internal/logtest"
 )
 
 // TestChangeAnswersHaveNoBody: the 200 of buy and sendCoin has no body and
@@ -116,10 +114,7 @@ func TestForwardPassesRequestID(t *testing.T) {
 // TestUnexpectedErrorLogNamesRequest: the log line of a 500 names the
 // request's id.
 func TestUnexpectedErrorLogNamesRequest(t *testing.T) {
-	var buf bytes.Buffer
-	old := slog.Default()
-	slog.SetDefault(slog.New(slog.NewTextHandler(&buf, nil)))
-	defer slog.SetDefault(old)
+	buf := logtest.Capture(t)
 	ctx := mustCtx(t, "GET", "/api/info", "", "")
 	ctx.Request.Header.Set("X-Request-Id", "req-77")
 	setRequestID(ctx)
@@ -161,10 +156,7 @@ func TestErrorBodyIsJSON(t *testing.T) {
 // the actors, so the lines a request causes there name it: a user that
 // failed to load (info), an actor that panicked (buy, sendCoin).
 func TestActorLogLinesNameTheRequest(t *testing.T) {
-	var buf syncBuffer
-	old := slog.Default()
-	slog.SetDefault(slog.New(slog.NewTextHandler(&buf, nil)))
-	defer slog.SetDefault(old)
+	buf := logtest.Capture(t)
 	e := mustEnv(t, envConfig{})
 	tok := e.mustAuth(t, "gil", "pw")
 	e.mustAuth(t, "hal", "pw")
@@ -197,22 +189,4 @@ func TestActorLogLinesNameTheRequest(t *testing.T) {
 			t.Errorf("%s %s: no %q line with request_id=%s:\n%s", tc.r.method, tc.r.path, tc.line, id, buf.String())
 		}
 	}
-}
-
-// syncBuffer is a log destination goroutines may share.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

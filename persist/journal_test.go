@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"log/slog"
 	"strings"
 	"sync"
 	"testing"
@@ -15,6 +14,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"merch/actors"
+	"merch/internal/logtest"
 	"merch/migrations"
 )
 
@@ -546,24 +546,6 @@ func TestPendingCreditFold(t *testing.T) {
 	}
 }
 
-// lockedBuffer is a log destination that goroutines may share.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // tracedDone is a completion that knows its client request's id.
 type tracedDone struct {
 	done
@@ -576,10 +558,7 @@ func (d tracedDone) RequestID() string { return d.id }
 // the client request it belongs to (X-Request-Id), so an operator can find
 // the 500 the client saw.
 func TestRefusedRecordLogNamesRequest(t *testing.T) {
-	var buf lockedBuffer
-	old := slog.Default()
-	slog.SetDefault(slog.New(slog.NewTextHandler(&buf, nil)))
-	defer slog.SetDefault(old)
+	buf := logtest.Capture(t)
 	_, pool := mustDB(t)
 	j := mustJournal(t, journalConfig(pool, func(err error) { t.Errorf("fatal: %v", err) }))
 	if err := mustAppend(t, j, register("ian")); err != nil {

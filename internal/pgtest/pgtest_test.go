@@ -11,9 +11,10 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
+
+	"merch/internal/logtest"
 )
 
 // psqlURL runs sql with psql against a connection URL, exactly as a user of
@@ -175,27 +176,9 @@ func TestLifecycle(t *testing.T) {
 	}
 }
 
-// syncBuffer is a bytes.Buffer safe for the server-output copier goroutine.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 func TestMustStartSettingsAndLog(t *testing.T) {
 	t.Parallel()
-	var log syncBuffer
+	var log logtest.Buffer
 	c := MustStart(t, Options{
 		Settings: map[string]string{"fsync": "off", "work_mem": "7MB", "application_name": "pg test"},
 		Log:      &log,
