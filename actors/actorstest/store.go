@@ -319,13 +319,8 @@ func (s *Store) Apply(rec *actors.Record) error {
 		u.inv[rec.Item]++
 	case actors.Transferred:
 		peer := s.users[rec.Peer]
-		switch {
-		case u == nil || peer == nil:
-			return s.violation(rec, "unknown sender or recipient")
-		case rec.User == rec.Peer || rec.Amount <= 0:
-			return s.violation(rec, "self transfer or bad amount")
-		case u.coins < rec.Amount:
-			return s.violation(rec, "balance %d would go negative", u.coins)
+		if err := s.checkTransfer(rec, u, peer); err != nil {
+			return err
 		}
 		u.coins -= rec.Amount
 		peer.coins += rec.Amount
@@ -338,13 +333,8 @@ func (s *Store) Apply(rec *actors.Record) error {
 		u.sent[rec.Peer] += rec.Amount
 		peer.received[rec.User] += rec.Amount
 	case actors.TransferredOut:
-		switch {
-		case u == nil || s.users[rec.Peer] == nil:
-			return s.violation(rec, "unknown sender or recipient")
-		case rec.User == rec.Peer || rec.Amount <= 0:
-			return s.violation(rec, "self transfer or bad amount")
-		case u.coins < rec.Amount:
-			return s.violation(rec, "balance %d would go negative", u.coins)
+		if err := s.checkTransfer(rec, u, s.users[rec.Peer]); err != nil {
+			return err
 		}
 		u.coins -= rec.Amount
 		if u.sent == nil {
@@ -403,6 +393,21 @@ func (s *Store) fold(rec *actors.Record) {
 
 // violation records that the database would have refused rec; s.mu is
 // held.
+// checkTransfer is what PostgreSQL refuses of a transfer from u to peer
+// (either side's owner): unknown users, a self transfer, a non-positive
+// amount, a balance that would go negative.
+func (s *Store) checkTransfer(rec *actors.Record, u, peer *row) error {
+	switch {
+	case u == nil || peer == nil:
+		return s.violation(rec, "unknown sender or recipient")
+	case rec.User == rec.Peer || rec.Amount <= 0:
+		return s.violation(rec, "self transfer or bad amount")
+	case u.coins < rec.Amount:
+		return s.violation(rec, "balance %d would go negative", u.coins)
+	}
+	return nil
+}
+
 func (s *Store) violation(rec *actors.Record, format string, args ...any) error {
 	v := fmt.Sprintf("%s %+v: ", rec.Kind, *rec) + fmt.Sprintf(format, args...)
 	s.violations = append(s.violations, v)

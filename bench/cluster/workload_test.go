@@ -173,33 +173,14 @@ func count(ops []*op) tally {
 	return t
 }
 
-// checkKeys: every acknowledged op is in the database exactly once, no
-// refused op is, nothing else is.
+// checkKeys: harness.CheckKeys over everyone's changes.
 func checkKeys(t *testing.T, dbURL string, ops []*op) {
 	t.Helper()
-	keys, changes := harness.DBKeys(t, dbURL, nil)
-	asked := map[string]*op{}
-	for _, o := range ops {
-		asked[o.user+"/"+o.key] = o
-		switch o.outcome {
-		case ok:
-			if !keys[o.user+"/"+o.key] {
-				t.Errorf("acknowledged op lost: %+v", o)
-			}
-		case fail:
-			if keys[o.user+"/"+o.key] {
-				t.Errorf("refused op applied: %+v", o)
-			}
-		}
+	keyed := make([]harness.KeyedOp, len(ops))
+	for i, o := range ops {
+		keyed[i] = harness.KeyedOp{User: o.user, Key: o.key, Acked: o.outcome == ok, Refused: o.outcome == fail, Op: o}
 	}
-	for k := range keys {
-		if asked[k] == nil {
-			t.Errorf("a change nobody asked for: %s", k)
-		}
-	}
-	if changes != len(keys) {
-		t.Errorf("ledgers hold %d changes for %d keys: applied twice or without a key", changes, len(keys))
-	}
+	harness.CheckKeys(t, dbURL, nil, keyed)
 }
 
 // checkEpochs: per shard, the writer epoch of ledger rows never decreases

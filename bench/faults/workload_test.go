@@ -190,41 +190,20 @@ func count(ops []*op) tally {
 	return t
 }
 
-// checkKeys: every ok op is in the database, no failed op is, nothing
-// else is, and every change in the ledgers has exactly one key.
+// checkKeys: harness.CheckKeys over the changes of the ops' users.
 func checkKeys(tb testing.TB, dbURL string, ops []*op) {
 	tb.Helper()
 	users := map[string]bool{}
-	for _, o := range ops {
+	keyed := make([]harness.KeyedOp, len(ops))
+	for i, o := range ops {
 		users[o.user] = true
+		keyed[i] = harness.KeyedOp{User: o.user, Key: o.key, Acked: o.outcome == ok, Refused: o.outcome == fail, Op: o}
 	}
-	var names []string
+	names := make([]string, 0, len(users))
 	for u := range users {
 		names = append(names, u)
 	}
-	keys, changes := harness.DBKeys(tb, dbURL, names)
-	byKey := map[string]*op{}
-	for _, o := range ops {
-		byKey[o.user+"/"+o.key] = o
-		switch o.outcome {
-		case ok:
-			if !keys[o.user+"/"+o.key] {
-				tb.Errorf("acknowledged op lost: %+v", o)
-			}
-		case fail:
-			if keys[o.user+"/"+o.key] {
-				tb.Errorf("refused op applied: %+v", o)
-			}
-		}
-	}
-	for k := range keys {
-		if byKey[k] == nil {
-			tb.Errorf("database has a change nobody asked for: %s", k)
-		}
-	}
-	if changes != len(keys) {
-		tb.Errorf("ledgers hold %d changes for %d keys: a change was applied twice or without its key", changes, len(keys))
-	}
+	harness.CheckKeys(tb, dbURL, names, keyed)
 }
 
 func isInsufficient(r harness.Result) bool {

@@ -349,6 +349,11 @@ func (c *Client) Do(method, path, token, key string, body any) Result {
 	if key != "" {
 		req.Header.Set("Idempotency-Key", key)
 	}
+	return c.roundTrip(req)
+}
+
+// roundTrip sends req and reads the whole answer, timed.
+func (c *Client) roundTrip(req *http.Request) Result {
 	start := time.Now()
 	resp, err := c.hc.Do(req)
 	if err != nil {
@@ -366,14 +371,7 @@ func (c *Client) DoHeader(method, path, header, value string) Result {
 		return Result{Err: err}
 	}
 	req.Header.Set(header, value)
-	start := time.Now()
-	resp, err := c.hc.Do(req)
-	if err != nil {
-		return Result{Err: err, Latency: time.Since(start)}
-	}
-	defer func() { _ = resp.Body.Close() }()
-	b, err := io.ReadAll(resp.Body)
-	return Result{Code: resp.StatusCode, Header: resp.Header, Body: b, Latency: time.Since(start), Err: err}
+	return c.roundTrip(req)
 }
 
 func (c *Client) Auth(tb testing.TB, user, password string) string {
@@ -490,6 +488,41 @@ func DBKeys(tb testing.TB, dbURL string, users []string) (keys map[string]bool, 
 		tb.Fatal(err)
 	}
 	return keys, changes
+}
+
+// KeyedOp is a keyed change a test sent and what its answer said.
+type KeyedOp struct {
+	User, Key string
+	Acked     bool // answered 2xx: must be stored exactly once
+	Refused   bool // answered 4xx: must not be stored
+	Op        any  // printed when a check fails
+}
+
+// CheckKeys: every acknowledged op is in the database, no refused op is,
+// no key nobody asked for is, and the ledgers hold exactly one change per
+// key — nothing applied twice or without its key (users nil: everyone's).
+func CheckKeys(tb testing.TB, dbURL string, users []string, ops []KeyedOp) {
+	tb.Helper()
+	keys, changes := DBKeys(tb, dbURL, users)
+	asked := map[string]bool{}
+	for _, o := range ops {
+		k := o.User + "/" + o.Key
+		asked[k] = true
+		switch {
+		case o.Acked && !keys[k]:
+			tb.Errorf("acknowledged op lost: %+v", o.Op)
+		case o.Refused && keys[k]:
+			tb.Errorf("refused op applied: %+v", o.Op)
+		}
+	}
+	for k := range keys {
+		if !asked[k] {
+			tb.Errorf("database has a change nobody asked for: %s", k)
+		}
+	}
+	if changes != len(keys) {
+		tb.Errorf("ledgers hold %d changes for %d keys: a change was applied twice or without its key", changes, len(keys))
+	}
 }
 
 // Latencies summarises durations.
