@@ -23,6 +23,8 @@ func classify(err error) errorClass {
 		return classOK
 	case errors.Is(err, errCommitted):
 		return classCommitted
+	case errors.Is(err, errSyncCancelled):
+		return classUnconfirmed
 	case errors.Is(err, errSuperseded), errors.Is(err, errMarkerAhead):
 		return classFatal
 	}

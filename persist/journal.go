@@ -24,6 +24,14 @@ type JournalMetrics interface {
 	// Fenced is called once per batch the database refused because this
 	// node no longer owned what it thought (the fence).
 	Fenced()
+	// Unconfirmed is called once per batch that committed on the primary
+	// but whose wait for the synchronous standby was cancelled (answered
+	// ErrNotDurable).
+	Unconfirmed()
+	// OneCopy is called with a committed batch's records when, as of the
+	// last probe (JournalConfig.Sync), the primary had no synchronous
+	// standby: they were acknowledged with one copy.
+	OneCopy(records int)
 }
 
 // NopJournalMetrics discards observations.
@@ -32,9 +40,14 @@ type NopJournalMetrics struct{}
 func (NopJournalMetrics) Committed(int, *actors.RecordCounts, time.Duration) {}
 func (NopJournalMetrics) Failed()                                            {}
 func (NopJournalMetrics) Fenced()                                            {}
+func (NopJournalMetrics) Unconfirmed()                                       {}
+func (NopJournalMetrics) OneCopy(int)                                        {}
 
-// JournalConfig builds a Journal. Every field is required.
+// JournalConfig builds a Journal. Every field is required but Sync and
+// Ownership.
 type JournalConfig struct {
+	// Pool must come from Open: its notice handler reports commits whose
+	// wait for the synchronous standby was cancelled.
 	Pool *pgxpool.Pool
 	// Writer names this process's row in journal_writers. Processes that
 	// share a name exclude each other: the last to open wins, and the
@@ -53,6 +66,9 @@ type JournalConfig struct {
 	// AttemptTimeout bounds one attempt to write a batch.
 	AttemptTimeout time.Duration
 	Metrics        JournalMetrics
+	// Sync, when set, says whether the primary has a synchronous standby;
+	// records committed without one are counted (Metrics.OneCopy).
+	Sync *SyncWatch
 	// Ownership says which shard leases the node holds. nil: a single node
 	// that holds every shard for as long as it runs (its ownership version
 	// never changes; a refusal as not owner is then fatal).

@@ -4,13 +4,17 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/golang-migrate/migrate/v4"
 	_ "github.com/golang-migrate/migrate/v4/database/pgx/v5" // registers pgx5://
 	"github.com/golang-migrate/migrate/v4/source/iofs"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"merch/migrations"
@@ -23,10 +27,36 @@ func CheckURL(url string) error {
 	return redacted(err, url)
 }
 
-// connectTimeout bounds establishing one connection when the connection
-// string sets none: a server that accepts TCP but never answers must not
-// hang start-up or a journal retry.
-const connectTimeout = 5 * time.Second
+// connectTimeout bounds establishing one connection to one host when the
+// connection string sets none: a server that accepts TCP but never answers
+// must not hang start-up or a journal retry. With several hosts (a
+// multi-host URL: the primary is whichever answers read-write), pgx tries
+// them in order, each for this long, within one journal attempt
+// (journalAttemptMax, 5 s): the hosts share connectBudget, so a frozen
+// first host leaves time to reach the second.
+const (
+	connectTimeout = 5 * time.Second
+	connectBudget  = 4 * time.Second
+	connectMin     = time.Second
+)
+
+// defaultConnectTimeout is the per-host connect timeout for hosts hosts.
+func defaultConnectTimeout(hosts int) time.Duration {
+	if hosts <= 1 {
+		return connectTimeout
+	}
+	return max(connectBudget/time.Duration(hosts), connectMin)
+}
+
+// hostCount is the number of distinct hosts cfg tries (its fallbacks also
+// repeat a host for each TLS mode).
+func hostCount(cfg *pgconn.Config) int {
+	seen := map[string]bool{cfg.Host + ":" + strconv.Itoa(int(cfg.Port)): true}
+	for _, f := range cfg.Fallbacks {
+		seen[f.Host+":"+strconv.Itoa(int(f.Port))] = true
+	}
+	return len(seen)
+}
 
 // Open connects a pool to url and checks the connection. Errors never show
 // the password.
@@ -37,7 +67,13 @@ func Open(ctx context.Context, url string, maxConns int32) (*pgxpool.Pool, error
 	}
 	cfg.MaxConns = maxConns
 	if cfg.ConnConfig.ConnectTimeout == 0 {
-		cfg.ConnConfig.ConnectTimeout = connectTimeout
+		cfg.ConnConfig.ConnectTimeout = defaultConnectTimeout(hostCount(&cfg.ConnConfig.Config))
+	}
+	cfg.ConnConfig.OnNotice = onNotice
+	cfg.BeforeClose = forgetNotices
+	cfg.BeforeConnect = func(_ context.Context, cc *pgx.ConnConfig) error {
+		noCancelRequests(&cc.Config)
+		return nil
 	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
@@ -48,6 +84,37 @@ func Open(ctx context.Context, url string, maxConns int32) (*pgxpool.Pool, error
 		return nil, fmt.Errorf("persist: ping: %w", redacted(err, url))
 	}
 	return pool, nil
+}
+
+// errNoCancel is what a connection's cancel request gets.
+var errNoCancel = errors.New("persist: cancel requests are disabled")
+
+// noCancelRequests makes a connection refuse to dial once it is
+// established. pgx dials again only to send a CancelRequest: when a
+// deadline breaks a connection, pgconn's asyncClose cancels whatever the
+// server is still running. That must never reach a COMMIT waiting for the
+// synchronous standby: PostgreSQL would end the wait, commit locally,
+// unreplicated, and a later read would see the change as if durable. With
+// no cancel the backend goes on waiting, holding its locks, until the
+// standby has the commit or the server stops. (A read whose client gave up
+// likewise runs until it next writes to the closed socket.)
+func noCancelRequests(c *pgconn.Config) {
+	var up atomic.Bool
+	dial := c.DialFunc
+	c.DialFunc = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		if up.Load() {
+			return nil, errNoCancel
+		}
+		return dial(ctx, network, addr)
+	}
+	after := c.AfterConnect
+	c.AfterConnect = func(ctx context.Context, pc *pgconn.PgConn) error {
+		up.Store(true)
+		if after != nil {
+			return after(ctx, pc)
+		}
+		return nil
+	}
 }
 
 // Migrate applies every pending up migration and returns the version now in
@@ -133,7 +200,11 @@ func migrateURL(url string) string {
 		if strings.Contains(url, "?") {
 			sep = "&"
 		}
-		url += sep + "connect_timeout=" + strconv.Itoa(int(connectTimeout/time.Second))
+		timeout := connectTimeout
+		if cfg, err := pgconn.ParseConfig("postgres://" + strings.TrimPrefix(url, "pgx5://")); err == nil {
+			timeout = defaultConnectTimeout(hostCount(cfg))
+		}
+		url += sep + "connect_timeout=" + strconv.Itoa(int(timeout/time.Second))
 	}
 	return url
 }

@@ -12,7 +12,11 @@ package persist
 //  2. A transient failure (connection lost, timeout, server restarting) is
 //     retried with backoff, with the same id and the same records. A retry
 //     first reads the marker: a batch found committed by an attempt whose
-//     answer was lost completes as committed.
+//     answer was lost completes as committed, once one write of the
+//     journal's own has been replicated (confirm, syncrep.go): the batch
+//     may be committed on a primary that no standby has heard from.
+//     A commit whose wait for the synchronous standby was cancelled
+//     (success with a WARNING) completes as unknown (ErrNotDurable).
 //  3. A refusal (the database answered with a data or constraint error) is
 //     definite for that attempt, but an earlier attempt might still be on
 //     its way. So the id is burnt first (journal_burn moves the marker to
@@ -60,11 +64,12 @@ var (
 type outcome uint8
 
 const (
-	committed outcome = iota
-	refused           // definitely not written, id retired: split or fail
-	abandoned         // shutdown deadline passed while retrying: unknown
-	halted            // a broken invariant: the journal stopped
-	fenced            // ownership changed: nothing written; see notOwner
+	committed   outcome = iota
+	refused             // definitely not written, id retired: split or fail
+	abandoned           // shutdown deadline passed while retrying: unknown
+	halted              // a broken invariant: the journal stopped
+	fenced              // ownership changed: nothing written; see notOwner
+	unconfirmed         // committed locally, replication unknown: ErrNotDurable
 )
 
 // commit writes b and completes every record in it.
@@ -87,7 +92,7 @@ func (j *Journal) commitOrSplit(b *batch) {
 	switch out {
 	case committed:
 		j.complete(b, nil)
-	case abandoned:
+	case abandoned, unconfirmed:
 		j.complete(b, actors.ErrNotDurable)
 	case halted:
 		j.complete(b, actors.ErrJournalUnavailable)
@@ -122,18 +127,35 @@ func (j *Journal) write(b *batch) (outcome, error) {
 		switch classify(err) {
 		case classOK:
 			j.nextBatch++
-			j.cfg.Metrics.Committed(len(b.entries), countKinds(b), time.Since(start))
+			j.committedMetrics(b, time.Since(start))
 			if failing {
 				slog.Info("journal recovered", "batch", b.id, "attempts", attempt+1)
 			}
 			j.healthy.Store(true)
 			return committed, nil
-		case classCommitted:
+		case classUnconfirmed:
 			j.nextBatch++
-			b.assumeRegistered()
+			j.cfg.Metrics.Unconfirmed()
 			j.healthy.Store(true)
-			slog.Info("journal batch found committed by an earlier attempt", "batch", b.id, "attempts", attempt+1)
-			return committed, nil
+			slog.Warn("journal batch committed on the primary but its wait for the synchronous standby was cancelled; answered 503 (outcome unknown)",
+				"batch", b.id, "records", len(b.entries))
+			return unconfirmed, err
+		case classCommitted:
+			if err = j.confirm(); err == nil {
+				j.nextBatch++
+				b.assumeRegistered()
+				j.committedMetrics(b, time.Since(start))
+				j.healthy.Store(true)
+				slog.Info("journal batch found committed by an earlier attempt", "batch", b.id, "attempts", attempt+1)
+				return committed, nil
+			}
+			if classify(err) == classFatal {
+				j.cfg.Metrics.Failed()
+				j.halt(fmt.Errorf("persist: confirm batch %d: %w", b.id, err))
+				return halted, err
+			}
+			// Not confirmed (no standby answers, or the primary is
+			// failing over): retry; the next attempt finds it again.
 		case classRefused:
 			j.cfg.Metrics.Failed()
 			return j.retire(b, err)
@@ -175,6 +197,9 @@ func (j *Journal) retire(b *batch, cause error) (outcome, error) {
 		err := j.cfg.Pool.QueryRow(ctx, `SELECT journal_burn($1, $2, $3)`,
 			j.cfg.Writer, j.incarnation, b.id).Scan(&found)
 		cancel()
+		if err == nil && found {
+			err = j.confirm()
+		}
 		switch classify(err) {
 		case classOK:
 			j.nextBatch++
@@ -206,9 +231,14 @@ const markerSQL = `SELECT incarnation, last_batch FROM journal_writers WHERE wri
 func (j *Journal) attempt(b *batch, retry bool) error {
 	ctx, cancel := context.WithTimeout(context.Background(), j.cfg.AttemptTimeout)
 	defer cancel()
+	conn, err := j.cfg.Pool.Acquire(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Release()
 	if retry {
 		var inc, last int64
-		if err := j.cfg.Pool.QueryRow(ctx, markerSQL, j.cfg.Writer).Scan(&inc, &last); err != nil {
+		if err := conn.QueryRow(ctx, markerSQL, j.cfg.Writer).Scan(&inc, &last); err != nil {
 			return err
 		}
 		switch {
@@ -226,12 +256,25 @@ func (j *Journal) attempt(b *batch, retry bool) error {
 	clear(b.regConflicts)
 	var pb pgx.Batch
 	kinds := b.queue(&pb, j.cfg.Writer, j.incarnation, j.version, make([]stmt, 0, 10))
-	br := j.cfg.Pool.SendBatch(ctx, &pb)
-	err := j.readResults(br, b, kinds)
+	cancelledSyncWait(conn) // whatever it reported before is not this batch's
+	br := conn.SendBatch(ctx, &pb)
+	err = j.readResults(br, b, kinds)
 	if cerr := br.Close(); err == nil {
 		err = cerr
 	}
+	if err == nil && cancelledSyncWait(conn) {
+		return errSyncCancelled
+	}
 	return err
+}
+
+// committedMetrics observes a committed batch, and its records as
+// acknowledged with one copy when the primary had no synchronous standby.
+func (j *Journal) committedMetrics(b *batch, flush time.Duration) {
+	j.cfg.Metrics.Committed(len(b.entries), countKinds(b), flush)
+	if j.cfg.Sync != nil && j.cfg.Sync.OneCopy() {
+		j.cfg.Metrics.OneCopy(len(b.entries))
+	}
 }
 
 func (j *Journal) readResults(br pgx.BatchResults, b *batch, kinds []stmt) error {
@@ -290,10 +333,11 @@ func (b *batch) readFold(br pgx.BatchResults) error {
 }
 
 const (
-	classOK        errorClass = iota
-	classTransient            // retry the same batch
-	classCommitted            // an earlier attempt committed it
-	classRefused              // the database refused this content
-	classFatal                // a broken invariant of our own
-	classNotOwner             // the fence: this node's ownership changed
+	classOK          errorClass = iota
+	classTransient              // retry the same batch
+	classCommitted              // an earlier attempt committed it
+	classRefused                // the database refused this content
+	classFatal                  // a broken invariant of our own
+	classNotOwner               // the fence: this node's ownership changed
+	classUnconfirmed            // committed locally; its sync wait was cancelled
 )
