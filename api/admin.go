@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"net/http/pprof"
 	"time"
@@ -37,7 +38,11 @@ func AdminHandler(reg *prometheus.Registry, ready func(context.Context) error, e
 		if err := ready(ctx); err != nil {
 			w.Header().Set("Retry-After", string(retryAfterDefault))
 			w.WriteHeader(http.StatusServiceUnavailable)
-			_, _ = w.Write(notReadyBody)
+			body := notReadyBody
+			if errors.Is(err, ErrNoSyncStandby) {
+				body = noStandbyBody
+			}
+			_, _ = w.Write(body)
 			return
 		}
 		_, _ = w.Write(okBody)
@@ -51,7 +56,13 @@ func AdminHandler(reg *prometheus.Registry, ready func(context.Context) error, e
 	return mux
 }
 
+// ErrNoSyncStandby is what a ready func reports when it was told to
+// require a synchronous standby (REQUIRE_SYNC_STANDBY) and the primary has
+// none: commits would be acknowledged with one copy. /readyz says so.
+var ErrNoSyncStandby = errors.New("no synchronous standby: commits would be acknowledged with one copy")
+
 var (
-	okBody       = []byte(`{"status":"ok"}`)
-	notReadyBody = errorBody("not ready: database writes unavailable")
+	okBody        = []byte(`{"status":"ok"}`)
+	notReadyBody  = errorBody("not ready: database writes unavailable")
+	noStandbyBody = errorBody("not ready: " + ErrNoSyncStandby.Error())
 )

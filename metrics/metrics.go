@@ -81,11 +81,13 @@ func (m *Actors) KeyReplayed(err error) {
 // Journal implements persist.JournalMetrics with merch_journal_* metrics
 // (matched by method set: metrics does not import persist).
 type Journal struct {
-	batch    prometheus.Histogram
-	flush    prometheus.Histogram
-	records  [len(actors.RecordCounts{})]prometheus.Counter // by actors.RecordKind
-	failures prometheus.Counter
-	fenced   prometheus.Counter
+	batch       prometheus.Histogram
+	flush       prometheus.Histogram
+	records     [len(actors.RecordCounts{})]prometheus.Counter // by actors.RecordKind
+	failures    prometheus.Counter
+	fenced      prometheus.Counter
+	unconfirmed prometheus.Counter
+	oneCopy     prometheus.Counter
 }
 
 // NewJournal registers the journal metrics with reg.
@@ -99,13 +101,17 @@ func NewJournal(reg prometheus.Registerer) *Journal {
 			Help: "Failed journal batch attempts (each is retried)."}),
 		fenced: prometheus.NewCounter(prometheus.CounterOpts{Name: "merch_journal_fenced_total",
 			Help: "Journal batches refused by the fence: this node no longer owned a shard it wrote."}),
+		unconfirmed: prometheus.NewCounter(prometheus.CounterOpts{Name: "merch_journal_unconfirmed_total",
+			Help: "Journal batches committed on the primary whose wait for the synchronous standby was cancelled (answered 503, outcome unknown)."}),
+		oneCopy: prometheus.NewCounter(prometheus.CounterOpts{Name: "merch_journal_one_copy_records_total",
+			Help: "Records acknowledged while the primary had no synchronous standby (one copy; see merch_db_synchronous_standby)."}),
 	}
 	recs := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "merch_journal_records_total",
 		Help: "Records committed by the journal, by kind."}, []string{"kind"})
 	for _, k := range actors.RecordKinds {
 		m.records[k] = recs.WithLabelValues(k.String())
 	}
-	reg.MustRegister(m.batch, m.flush, m.failures, m.fenced, recs)
+	reg.MustRegister(m.batch, m.flush, m.failures, m.fenced, m.unconfirmed, m.oneCopy, recs)
 	return m
 }
 
@@ -118,8 +124,25 @@ func (m *Journal) Committed(n int, byKind *actors.RecordCounts, d time.Duration)
 		}
 	}
 }
-func (m *Journal) Failed() { m.failures.Inc() }
-func (m *Journal) Fenced() { m.fenced.Inc() }
+func (m *Journal) Failed()       { m.failures.Inc() }
+func (m *Journal) Fenced()       { m.fenced.Inc() }
+func (m *Journal) Unconfirmed()  { m.unconfirmed.Inc() }
+func (m *Journal) OneCopy(n int) { m.oneCopy.Add(float64(n)) }
+
+// RegisterSyncStandby registers merch_db_synchronous_standby: 1 while the
+// primary acknowledges commits only once a synchronous standby has them,
+// 0 while it acknowledges them with one copy. synchronous runs at scrape
+// time and must be cheap and safe for concurrent use.
+func RegisterSyncStandby(reg prometheus.Registerer, synchronous func() bool) {
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "merch_db_synchronous_standby",
+		Help: "1 while commits are acknowledged only once a synchronous standby has them, 0 while with one copy."},
+		func() float64 {
+			if synchronous() {
+				return 1
+			}
+			return 0
+		}))
+}
 
 // GaugeSources are read at scrape time. Each func must be safe for
 // concurrent use.

@@ -34,7 +34,10 @@ const (
 	registerAddrs      = 100_000         // client addresses tracked by the registration limit
 	absentTTL          = time.Second     // an unknown name is not looked up again for this long
 	keyPurgeInterval   = 10 * time.Minute
-	readyTimeout       = time.Second // merch_ready's check, as /readyz's
+	// syncProbeInterval: how often the primary is asked whether it has a
+	// synchronous standby (the one-copy window's resolution).
+	syncProbeInterval = 500 * time.Millisecond
+	readyTimeout      = time.Second // merch_ready's check, as /readyz's
 	// fdReserve: file descriptors kept for everything but client
 	// connections (database pool, admin listener, logs, the runtime).
 	fdReserve = 128
@@ -59,8 +62,9 @@ type Main struct {
 	ln      *listener.Listener
 	admin   *http.Server
 	adminLn net.Listener
-	stopped chan error // an unplanned stop of a listener
-	purge   chan struct{}
+	stopped chan error    // an unplanned stop of a listener
+	stopBg  chan struct{} // ends the background loops (key purge, sync watch)
+	sync    *persist.SyncWatch
 	wg      sync.WaitGroup
 	store   *persist.Store
 	// A cluster node (INTERNAL_ADDR set): nil for a node alone.
@@ -124,6 +128,11 @@ func (m *Main) Start(ctx context.Context) error {
 	ver, rev := buildVersion()
 	metrics.RegisterBuildInfo(reg, ver, rev)
 	metrics.RegisterDBPool(reg, m.poolStat)
+	m.sync = persist.NewSyncWatch(m.pool)
+	if err := m.sync.Probe(ctx); err != nil {
+		return startError(ctx, fmt.Errorf("persist: replication probe: %w", err))
+	}
+	metrics.RegisterSyncStandby(reg, m.sync.Synchronous)
 	clustered := m.cfg.InternalAddr != ""
 	writer := singleWriterID
 	var ownership persist.Ownership // nil: a node alone
@@ -133,7 +142,7 @@ func (m *Main) Start(ctx context.Context) error {
 	m.journal, err = persist.OpenJournal(ctx, persist.JournalConfig{
 		Pool: m.pool, Writer: writer, QueueMax: m.cfg.JournalQueue, BatchMax: m.cfg.JournalBatch,
 		RetryMin: journalRetryMin, RetryMax: journalRetryMax, AttemptTimeout: journalAttemptMax,
-		Metrics: metrics.NewJournal(reg), Fatal: m.OnFatal, Ownership: ownership,
+		Metrics: metrics.NewJournal(reg), Fatal: m.OnFatal, Ownership: ownership, Sync: m.sync,
 	})
 	if err != nil {
 		return startError(ctx, err)
@@ -179,7 +188,7 @@ func (m *Main) Start(ctx context.Context) error {
 	if err := m.startAdmin(reg); err != nil {
 		return err
 	}
-	m.startPurger(m.store)
+	m.startBackground(m.store)
 	slog.Info("merch-store started", "addr", m.Addr(), "admin", m.AdminAddr(),
 		"startup", time.Since(begin).Round(time.Millisecond))
 	return nil
@@ -290,19 +299,37 @@ func (m *Main) startAdmin(reg *prometheus.Registry) error {
 	metrics.RegisterReady(reg, func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), readyTimeout)
 		defer cancel()
-		return m.journal.Ready(ctx) == nil
+		return m.ready(ctx) == nil
 	})
-	m.admin = &http.Server{Handler: api.AdminHandler(reg, m.journal.Ready, m.debugHandlers()),
+	m.admin = &http.Server{Handler: api.AdminHandler(reg, m.ready, m.debugHandlers()),
 		ReadHeaderTimeout: 5 * time.Second, IdleTimeout: time.Minute}
 	go m.serve("admin", func() error { return m.admin.Serve(ln) })
 	return nil
 }
 
-// startPurger deletes expired idempotency keys now and every
-// keyPurgeInterval, until Close.
-func (m *Main) startPurger(store *persist.Store) {
-	m.purge = make(chan struct{})
-	m.wg.Add(1)
+// ready is /readyz: the journal can write and, with REQUIRE_SYNC_STANDBY,
+// the primary has a synchronous standby (a commit acknowledged now is on
+// two machines).
+func (m *Main) ready(ctx context.Context) error {
+	if err := m.journal.Ready(ctx); err != nil {
+		return err
+	}
+	if m.cfg.RequireSyncStandby && !m.sync.Synchronous() {
+		return api.ErrNoSyncStandby
+	}
+	return nil
+}
+
+// startBackground runs, until Close, the replication probe (every
+// syncProbeInterval) and the purge of expired idempotency keys (now and
+// every keyPurgeInterval).
+func (m *Main) startBackground(store *persist.Store) {
+	m.stopBg = make(chan struct{})
+	m.wg.Add(2)
+	go func() {
+		defer m.wg.Done()
+		m.sync.Run(m.stopBg, syncProbeInterval)
+	}()
 	go func() {
 		defer m.wg.Done()
 		t := time.NewTicker(keyPurgeInterval)
@@ -318,7 +345,7 @@ func (m *Main) startPurger(store *persist.Store) {
 				slog.Info("expired idempotency keys purged", "keys", n)
 			}
 			select {
-			case <-m.purge:
+			case <-m.stopBg:
 				return
 			case <-t.C:
 			}
@@ -344,8 +371,8 @@ func (m *Main) Close() error {
 	if m.admin != nil {
 		errs = append(errs, m.admin.Close())
 	}
-	if m.purge != nil {
-		close(m.purge)
+	if m.stopBg != nil {
+		close(m.stopBg)
 		m.wg.Wait()
 	}
 	if m.journal != nil {

@@ -49,6 +49,9 @@ type Config struct {
 	InternalAddr      string        // INTERNAL_ADDR: where peers reach it; empty: a node alone
 	InternalBind      string        // INTERNAL_BIND: where it listens for them; empty: from INTERNAL_ADDR
 	LeaseTTL          time.Duration // SHARD_LEASE_TTL
+	// REQUIRE_SYNC_STANDBY: /readyz answers 503 while the primary has no
+	// synchronous standby (commits would be acknowledged with one copy).
+	RequireSyncStandby bool
 }
 
 // DefaultConfig returns the documented defaults (no secrets, no database).
@@ -111,6 +114,9 @@ func (c *Config) settings() []setting {
 	float := func(p *float64) func(*flag.FlagSet, string, string) {
 		return func(fs *flag.FlagSet, n, u string) { fs.Float64Var(p, n, *p, u) }
 	}
+	boolean := func(p *bool) func(*flag.FlagSet, string, string) {
+		return func(fs *flag.FlagSet, n, u string) { fs.BoolVar(p, n, *p, u) }
+	}
 	dur := func(p *time.Duration) func(*flag.FlagSet, string, string) {
 		return func(fs *flag.FlagSet, n, u string) { fs.DurationVar(p, n, *p, u) }
 	}
@@ -147,6 +153,7 @@ func (c *Config) settings() []setting {
 		{"INTERNAL_ADDR", "host:port peers reach this node on (forwarded requests, folds); empty: a node alone", str(&c.InternalAddr)},
 		{"INTERNAL_BIND", "listen address for peers when it differs from INTERNAL_ADDR (a proxy or relay between); empty: INTERNAL_ADDR's IP, or its port on every interface for a name", str(&c.InternalBind)},
 		{"SHARD_LEASE_TTL", "a cluster node's shard lease; a dead node's shards move after it", dur(&c.LeaseTTL)},
+		{"REQUIRE_SYNC_STANDBY", "/readyz answers 503 while the primary has no synchronous standby (commits acknowledged with one copy)", boolean(&c.RequireSyncStandby)},
 	}
 }
 

@@ -323,6 +323,26 @@ func TestOperationalEndpoints(t *testing.T) {
 	}
 }
 
+// TestReadyRequiresSyncStandby: with REQUIRE_SYNC_STANDBY a primary with
+// no synchronous standby (the test's PostgreSQL) is not ready, and says
+// why; writes are still served (bench/dbha has the standby's side).
+func TestReadyRequiresSyncStandby(t *testing.T) {
+	cfg := testConfig(mustDatabase(t))
+	cfg.RequireSyncStandby = true
+	s := mustStart(t, cfg)
+	code, body := s.do("GET", "/readyz", "", nil)
+	if code != 503 || !strings.Contains(string(body), "no synchronous standby") {
+		t.Fatalf("/readyz: %d %s, want 503 naming the missing standby", code, body)
+	}
+	if v, found := family(s.scrape(), "merch_db_synchronous_standby"); !found || v != 0 {
+		t.Fatalf("merch_db_synchronous_standby found=%v value=%v, want 0", found, v)
+	}
+	token := s.auth("solo", "pw-solo")
+	if code, body := s.do("GET", "/api/buy/pen", token, nil); code != 200 {
+		t.Fatalf("buy: %d %s", code, body)
+	}
+}
+
 func TestConfig(t *testing.T) {
 	env := map[string]string{"DATABASE_URL": "postgres://x", "JWT_SECRET": "0123456789abcdef", "JWT_TTL": "1h", "BCRYPT_COST": "5"}
 	get := func(k string) string { return env[k] }

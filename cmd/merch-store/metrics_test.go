@@ -95,6 +95,7 @@ func TestMetricsExposedAndMoving(t *testing.T) {
 		"merch_auth_token_cache_hits_total", "merch_auth_token_cache_misses_total",
 		"merch_db_pool_acquires_total", "merch_db_pool_max_conns", "merch_db_pool_total_conns",
 		"merch_journal_queue_capacity", "merch_auth_hash_queue_capacity", "merch_ready", "merch_build_info",
+		"merch_journal_one_copy_records_total", // the test's PostgreSQL has no standby
 	}
 	// Present (gauges that may be 0 when idle, the failure counter).
 	present := []string{
@@ -102,7 +103,7 @@ func TestMetricsExposedAndMoving(t *testing.T) {
 		"merch_journal_queue_depth", "merch_journal_failures_total", "merch_auth_hash_queue_depth",
 		"merch_actor_passivations_total", "merch_actor_panics_total", "merch_idempotency_in_flight_total",
 		"merch_db_pool_acquired_conns", "merch_db_pool_idle_conns", "merch_db_pool_empty_acquires_total",
-		"merch_db_pool_acquire_wait_seconds_total",
+		"merch_db_pool_acquire_wait_seconds_total", "merch_db_synchronous_standby", "merch_journal_unconfirmed_total",
 	}
 	samples := s.scrape()
 	for _, name := range moved {
