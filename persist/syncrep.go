@@ -167,7 +167,7 @@ func (w *SyncWatch) Run(stop <-chan struct{}, interval time.Duration) {
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), interval)
 		if err := w.Probe(ctx); err != nil {
-			slog.Debug("synchronous replication probe failed", "err", err)
+			slog.Warn("synchronous replication probe failed", "err", err)
 		}
 		cancel()
 	}

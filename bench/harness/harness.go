@@ -42,8 +42,14 @@ var (
 
 // Main builds the Server binary and starts PostgreSQL, runs the tests and
 // exits. Call it from TestMain.
-func Main(m *testing.M) {
-	code, err := setup(m)
+func Main(m *testing.M) { run(m, true) }
+
+// MainBinary is Main without the PostgreSQL: for tests that bring their
+// own (bench/dbha's pg_auto_failover formation). Cluster stays nil.
+func MainBinary(m *testing.M) { run(m, false) }
+
+func run(m *testing.M, withDB bool) {
+	code, err := setup(m, withDB)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "harness:", err)
 		os.Exit(1)
@@ -51,7 +57,7 @@ func Main(m *testing.M) {
 	os.Exit(code)
 }
 
-func setup(m *testing.M) (int, error) {
+func setup(m *testing.M, withDB bool) (int, error) {
 	dir, err := os.MkdirTemp("", "merch-faults-")
 	if err != nil {
 		return 0, err
@@ -62,6 +68,9 @@ func setup(m *testing.M) (int, error) {
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr
 	if err := build.Run(); err != nil {
 		return 0, fmt.Errorf("build Server: %w", err)
+	}
+	if !withDB {
+		return m.Run(), nil
 	}
 	Cluster, err = pgtest.Start(pgtest.Options{})
 	if err != nil {
