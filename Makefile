@@ -17,13 +17,13 @@ export JWT_SECRET ?= dev-secret-not-for-production
 # bin/. gofmt given no file would read stdin and wait.
 GO_FILES = $(shell git ls-files '*.go' 2>/dev/null || find . -name '*.go' -not -path './.*' -not -path './bin/*')
 
-.PHONY: help build run test test-cluster lint fmt bench bench-http bench-cluster load locust profile soak fuzz pg-up pg-down clean
+.PHONY: help build run test test-cluster test-dbha lint fmt bench bench-http bench-cluster load locust profile soak fuzz pg-up pg-down clean
 
 # Packages with tests (Test functions, not only benchmarks), the fault tests
 # apart (they run alone, after the race suite); and those with allocation
 # budgets. Passes skip packages with nothing to run: building a package's
 # test binary and its TestMain (PostgreSQL) for zero tests costs seconds.
-TEST_PKGS = $(shell grep -rlE '^func Test[A-Za-z0-9_]*\(t \*testing\.T\)' --include='*_test.go' . | xargs -n1 dirname | sort -u | grep -vE '^./bench/(faults|cluster)$$')
+TEST_PKGS = $(shell grep -rlE '^func Test[A-Za-z0-9_]*\(t \*testing\.T\)' --include='*_test.go' . | xargs -n1 dirname | sort -u | grep -vE '^./bench/(faults|cluster|dbha)$$')
 ALLOC_PKGS = $(shell grep -rlE '^func Test[A-Za-z0-9_]*Alloc' --include='*_test.go' . | xargs -n1 dirname | sort -u)
 
 ## help: list the targets.
@@ -53,6 +53,10 @@ test:
 ## test-cluster: three node binaries behind HAProxy, relays on every link, CLUSTER_CYCLES (10) seeded cycles of every fault.
 test-cluster:
 	CLUSTER_CYCLES=$${CLUSTER_CYCLES:-10} $(GO) test -count=1 -timeout 20m -v -run 'TestCluster' ./bench/cluster 2>&1 | grep -E '^(--- |ok|FAIL|panic|\s+\w+_test\.go)'; exit $${PIPESTATUS[0]}
+
+## test-dbha: the service on a pg_auto_failover formation (monitor, primary, synchronous standby) through six faults under load; skips without pg_auto_failover.
+test-dbha:
+	$(GO) test -count=1 -timeout 8m -v -run 'TestDBHA$$' ./bench/dbha 2>&1 | grep -E '^(--- |ok|FAIL|panic|\s+\w+_test\.go)'; exit $${PIPESTATUS[0]}
 
 ## lint: gofmt, go vet and golangci-lint at a pinned version.
 lint: $(BIN)/golangci-lint
