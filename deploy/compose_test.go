@@ -28,6 +28,7 @@ type composeService struct {
 	Ports           []any             `yaml:"ports"`
 	Healthcheck     *healthcheck      `yaml:"healthcheck"`
 	StopGracePeriod string            `yaml:"stop_grace_period"`
+	Command         any               `yaml:"command"`
 }
 
 type healthcheck struct {
@@ -49,8 +50,10 @@ func (c *command) UnmarshalYAML(n *yaml.Node) error {
 }
 
 // isServer: the service runs our image.
+// isServer: the service runs this repository's image (built from its root,
+// or tagged merch-store:), not another image the compose file builds.
 func (s composeService) isServer() bool {
-	return s.Build != nil || strings.HasPrefix(s.Image, "merch-store:")
+	return s.Build == "." || strings.HasPrefix(s.Image, "merch-store:")
 }
 
 // setting returns the service's value of a server variable: its
@@ -219,6 +222,30 @@ func TestCompose(t *testing.T) {
 	}
 	if clustered == 0 {
 		t.Error("no merch-store service in the cluster profile: the checks above did not see it")
+	}
+	// The ha profile: a monitor and two nodes of the pg_auto_failover
+	// image, and a server on every node through a multi-host URL that
+	// picks the read-write one.
+	var monitors, nodes, onHA int
+	for _, s := range cf.Services {
+		if !slices.Contains(s.Profiles, "ha") {
+			continue
+		}
+		switch {
+		case s.isServer():
+			u := s.Environment["DATABASE_URL"]
+			if strings.Count(u, ":5432") < 2 || !strings.Contains(u, "target_session_attrs=read-write") {
+				t.Errorf("ha server's DATABASE_URL %q must name both nodes and target_session_attrs=read-write", u)
+			}
+			onHA++
+		case strings.HasPrefix(s.Image, "merch-pgaf:") && strings.Contains(fmt.Sprint(s.Command), "create monitor"):
+			monitors++
+		case strings.HasPrefix(s.Image, "merch-pgaf:") && strings.Contains(fmt.Sprint(s.Command), "create postgres"):
+			nodes++
+		}
+	}
+	if monitors != 1 || nodes != 2 || onHA != 1 {
+		t.Errorf("ha profile: %d monitors, %d data nodes, %d servers; want 1, 2, 1", monitors, nodes, onHA)
 	}
 }
 
