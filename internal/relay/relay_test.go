@@ -267,9 +267,9 @@ func TestHoldRelease(t *testing.T) {
 	expect(t, c, "xy")
 	write(t, c, "e")
 	expect(t, tc, "e")
-	if rc := conn(t, r, 0); rc.BytesUp() != 5 {
-		t.Fatalf("BytesUp %d, want 5", rc.BytesUp())
-	}
+	// The counter moves after the write reached the target: wait for it.
+	rc := conn(t, r, 0)
+	waitFor(t, "BytesUp 5", func() bool { return rc.BytesUp() == 5 })
 }
 
 // TestHeldBytesAfterClientClose is the lost-commit scenario: a database
