@@ -345,8 +345,8 @@ func TestDBHA(t *testing.T) {
 	// go on; new connections and the monitor's checks hang). The standby
 	// is promoted meanwhile; the old primary's commits that then wait for
 	// it are never acknowledged; thawed, it is rewound and rejoins.
-	p := primary()
 	ft := begin("primary hang (SIGSTOP keeper + postmaster 15 s)")
+	p := primary()
 	p.FreezeKeeper()
 	promoted := f.WaitPrimary(t, f.Other(p), 40*time.Second)
 	ft.firstWrite = promoted + l.firstWrite(t, ft.at.Add(promoted), 30*time.Second)
@@ -361,8 +361,8 @@ func TestDBHA(t *testing.T) {
 	// retries still reach it. Its commits that waited for the standby must
 	// not be acknowledged from there.
 	short := 6*time.Second + time.Duration(rand.New(rand.NewPCG(sd, 99)).Int64N(int64(3*time.Second)))
-	p = primary()
 	ft = begin(fmt.Sprintf("primary host hang (SIGSTOP all %.1f s)", short.Seconds()))
+	p = primary()
 	p.Freeze()
 	waitUntilTime(ft.at.Add(short))
 	p.Thaw()
@@ -371,8 +371,8 @@ func TestDBHA(t *testing.T) {
 	ft.note = fmt.Sprintf("failed over: %v; stable after %v", primary() != p, stableAfter)
 
 	// 2. Primary death: keeper killed, PostgreSQL stopped at once.
-	p = primary()
 	ft = begin("primary death (kill -9 keeper + immediate stop)")
+	p = primary()
 	p.KillKeeperAndStop()
 	ft.at = time.Now() // PostgreSQL is down from here (the stop takes ~0.1 s)
 	ft.firstWrite = l.firstWrite(t, ft.at, 40*time.Second)
@@ -381,20 +381,22 @@ func TestDBHA(t *testing.T) {
 	ft.note = "rejoined, stable after " + f.WaitStable(t, 60*time.Second).Round(time.Millisecond).String()
 
 	// 3. Planned switchover.
-	p = primary()
 	ft = begin("planned switchover (perform failover)")
+	p = primary()
 	ft.maxGap = 5 * time.Second // less than one journal attempt
 	if err := f.PerformFailover(ctx); err != nil {
 		t.Fatalf("perform failover: %v\n%s", err, f.Tail(tailLines))
 	}
 	ft.firstWrite = l.firstWrite(t, ft.at, 40*time.Second)
 	ft.note = "stable after " + f.WaitStable(t, 60*time.Second).Round(time.Millisecond).String()
+	if primary() == p {
+		t.Errorf("perform failover: %s is still the primary", p.Name)
+	}
 
 	// 4. Standby death: the primary goes wait_primary and acknowledges
 	// with one copy; the service shows it (gauge 0, /readyz 503).
-	p = primary()
-	s := f.Other(p)
 	ft = begin("standby death (kill -9)")
+	s := f.Other(primary())
 	s.Kill()
 	ft.firstWrite = l.firstWrite(t, ft.at, 40*time.Second)
 	lookAfter(t, smp, ft.at, 20*time.Second, "one copy (merch_db_synchronous_standby 0, /readyz 503)",
@@ -416,8 +418,8 @@ func TestDBHA(t *testing.T) {
 	// 6. The service's link to the primary blackholed: the monitor still
 	// sees the primary (no failover), the other host is read-only, so the
 	// service has no writable host: fast 503s, then it resumes by itself.
-	p = primary()
 	ft = begin("app↔primary link blackholed (6 s)")
+	p = primary()
 	r := relays[nodeIndex(f, p)]
 	r.Hold()
 	for _, cn := range r.Conns() {

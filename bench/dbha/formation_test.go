@@ -23,11 +23,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io/fs"
 	"net"
 	"os"
 	"os/exec"
-	"os/user"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -38,6 +36,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"merch/internal/pgtest"
 )
 
 const (
@@ -165,7 +165,7 @@ func startFormation(t *testing.T) *formation {
 	var cred *syscall.Credential
 	if os.Geteuid() == 0 {
 		var err error
-		if cred, err = postgresCredential(); err != nil {
+		if cred, err = pgtest.PostgresCredential(); err != nil {
 			t.Skipf("running as root but cannot run PostgreSQL as %q: %v", osUser, err)
 		}
 	}
@@ -182,7 +182,7 @@ func startFormation(t *testing.T) *formation {
 		}
 	}
 	if cred != nil {
-		if err := chownR(dir, int(cred.Uid), int(cred.Gid)); err != nil {
+		if err := pgtest.ChownR(dir, int(cred.Uid), int(cred.Gid)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -1163,39 +1163,6 @@ func findAutoctl() string {
 		}
 	}
 	return ""
-}
-
-func postgresCredential() (*syscall.Credential, error) {
-	u, err := user.Lookup(osUser)
-	if err != nil {
-		return nil, err
-	}
-	uid, err := strconv.ParseUint(u.Uid, 10, 32)
-	if err != nil {
-		return nil, err
-	}
-	gid, err := strconv.ParseUint(u.Gid, 10, 32)
-	if err != nil {
-		return nil, err
-	}
-	cred := &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid), Groups: []uint32{}}
-	if ids, err := u.GroupIds(); err == nil {
-		for _, id := range ids {
-			if g, err := strconv.ParseUint(id, 10, 32); err == nil {
-				cred.Groups = append(cred.Groups, uint32(g))
-			}
-		}
-	}
-	return cred, nil
-}
-
-func chownR(root string, uid, gid int) error {
-	return filepath.WalkDir(root, func(path string, _ fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		return os.Lchown(path, uid, gid)
-	})
 }
 
 // freePorts picks n distinct free ports on 127.0.0.1 (listen on :0, close).

@@ -138,7 +138,7 @@ func Start(opts Options) (*Cluster, error) {
 		tail:     &tailBuffer{},
 	}
 	if os.Geteuid() == 0 {
-		cred, err := postgresCredential()
+		cred, err := PostgresCredential()
 		if err != nil {
 			return nil, err
 		}
@@ -180,7 +180,7 @@ func Start(opts Options) (*Cluster, error) {
 		if err := checkTraversable(root, c.cred); err != nil {
 			return nil, err
 		}
-		if err := chownR(root, int(c.cred.Uid), int(c.cred.Gid)); err != nil {
+		if err := ChownR(root, int(c.cred.Uid), int(c.cred.Gid)); err != nil {
 			return nil, fmt.Errorf("pgtest: %w", err)
 		}
 	}
@@ -530,7 +530,10 @@ func cleanEnv() []string {
 	return append(env, "LC_ALL=C")
 }
 
-func postgresCredential() (*syscall.Credential, error) {
+// PostgresCredential is the credential of the postgres OS user, for running
+// PostgreSQL's programs as it when the tests run as root (PostgreSQL
+// refuses root).
+func PostgresCredential() (*syscall.Credential, error) {
 	u, err := user.Lookup(superuser)
 	if err != nil {
 		return nil, fmt.Errorf("pgtest: running as root, but cannot find the %q OS user to run PostgreSQL as: %w", superuser, err)
@@ -597,7 +600,8 @@ func checkTraversable(dir string, cred *syscall.Credential) error {
 	}
 }
 
-func chownR(root string, uid, gid int) error {
+// ChownR gives root and everything below it to uid:gid.
+func ChownR(root string, uid, gid int) error {
 	return filepath.WalkDir(root, func(path string, _ fs.DirEntry, err error) error {
 		if err != nil {
 			return err
