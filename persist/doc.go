@@ -20,5 +20,11 @@
 // the journal replaces an expired key's row, and PurgeExpiredKeys deletes
 // them. Errors that could quote DATABASE_URL pass through Redact.
 //
+// On a primary with a synchronous standby (pg_auto_failover) a commit is
+// acknowledged only once the standby has it: syncrep.go says how (no
+// cancel request ever reaches a COMMIT, a cancelled sync wait is an
+// unknown outcome, a batch found committed is confirmed by a replicated
+// write) and how SyncWatch shows when commits have one copy.
+//
 // persist never sees HTTP; package api never sees pgx.
 package persist
