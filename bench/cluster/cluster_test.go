@@ -24,21 +24,6 @@ import (
 
 func TestMain(m *testing.M) { harness.Main(m) }
 
-// seed returns CLUSTER_SEED or a fresh one, logged with its replay.
-func seed(t *testing.T) uint64 {
-	t.Helper()
-	s := uint64(time.Now().UnixNano())
-	if v := os.Getenv("CLUSTER_SEED"); v != "" {
-		n, err := strconv.ParseUint(v, 10, 64)
-		if err != nil {
-			t.Fatal(err)
-		}
-		s = n
-	}
-	t.Logf("seed %d (replay: CLUSTER_SEED=%d go test -run '^%s$' ./bench/cluster)", s, s, t.Name())
-	return s
-}
-
 func cycles() int {
 	if v, err := strconv.Atoi(os.Getenv("CLUSTER_CYCLES")); err == nil && v > 0 {
 		return v
@@ -61,7 +46,7 @@ func runFaults(t *testing.T, n int) {
 	// Each run has a database of its own: the probes of an earlier run
 	// (make test-cluster runs TestClusterSmoke first) are not in it.
 	probes = nil
-	rng := rand.New(rand.NewPCG(seed(t), 7))
+	rng := rand.New(rand.NewPCG(harness.Seed(t, "CLUSTER_SEED", "./bench/cluster"), 7))
 	r := newRig(t)
 	for range 3 {
 		r.join()

@@ -29,7 +29,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/http"
-	"os"
 	"sort"
 	"strconv"
 	"strings"
@@ -266,20 +265,8 @@ type fault struct {
 	maxGap time.Duration
 }
 
-func seed(t *testing.T) uint64 {
-	s := uint64(time.Now().UnixNano())
-	if v := os.Getenv("DBHA_SEED"); v != "" {
-		var err error
-		if s, err = strconv.ParseUint(v, 10, 64); err != nil {
-			t.Fatalf("DBHA_SEED: %v", err)
-		}
-	}
-	t.Logf("seed %d (DBHA_SEED=%d reproduces the load's choices)", s, s)
-	return s
-}
-
 func TestDBHA(t *testing.T) {
-	sd := seed(t)
+	sd := harness.Seed(t, "DBHA_SEED", "./bench/dbha")
 	began := time.Now()
 	f := startFormation(t)
 	t.Logf("formation up in %v: %s", time.Since(began).Round(time.Millisecond), mustSync(t, f))

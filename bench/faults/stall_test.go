@@ -65,7 +65,7 @@ func TestFaultDiskStall(t *testing.T) {
 // before the partition (among them a timed-out batch attempt) arrive a
 // seeded 2–12 s after the heal.
 func TestFaultPartitionHeals(t *testing.T) {
-	seed := faultSeed(t)
+	seed := harness.Seed(t, "FAULT_SEED", "./bench/faults")
 	rng := rand.New(rand.NewPCG(seed, 13))
 	partition := 13*time.Second + time.Duration(rng.Int64N(int64(7*time.Second)))
 	late := 2*time.Second + time.Duration(rng.Int64N(int64(10*time.Second)))
@@ -334,19 +334,4 @@ func fsfreeze(t *testing.T, flag, mnt string) {
 	if out, err := exec.Command("fsfreeze", flag, mnt).CombinedOutput(); err != nil {
 		t.Fatalf("fsfreeze %s: %v: %s", flag, err, out)
 	}
-}
-
-// faultSeed returns FAULT_SEED or a fresh seed, and logs how to replay it.
-func faultSeed(t *testing.T) uint64 {
-	t.Helper()
-	seed := uint64(time.Now().UnixNano())
-	if s := os.Getenv("FAULT_SEED"); s != "" {
-		v, err := strconv.ParseUint(s, 10, 64)
-		if err != nil {
-			t.Fatalf("FAULT_SEED: %v", err)
-		}
-		seed = v
-	}
-	t.Logf("seed %d (replay: FAULT_SEED=%d go test -run '^%s$' ./bench/faults)", seed, seed, t.Name())
-	return seed
 }

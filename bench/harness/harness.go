@@ -534,6 +534,23 @@ func CheckKeys(tb testing.TB, dbURL string, users []string, ops []KeyedOp) {
 	}
 }
 
+// Seed returns the seed a test's random schedule uses: $env when set,
+// else a fresh one. It logs the seed and the command that replays it
+// (pkg is the package's path, e.g. ./bench/faults).
+func Seed(tb testing.TB, env, pkg string) uint64 {
+	tb.Helper()
+	s := uint64(time.Now().UnixNano())
+	if v := os.Getenv(env); v != "" {
+		n, err := strconv.ParseUint(v, 10, 64)
+		if err != nil {
+			tb.Fatalf("%s: %v", env, err)
+		}
+		s = n
+	}
+	tb.Logf("seed %d (replay: %s=%d go test -run '^%s$' %s)", s, env, s, tb.Name(), pkg)
+	return s
+}
+
 // Latencies summarises durations.
 type Latencies []time.Duration
 
