@@ -134,14 +134,18 @@ func (m *Journal) OneCopy(n int) { m.oneCopy.Add(float64(n)) }
 // 0 while it acknowledges them with one copy. synchronous runs at scrape
 // time and must be cheap and safe for concurrent use.
 func RegisterSyncStandby(reg prometheus.Registerer, synchronous func() bool) {
-	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "merch_db_synchronous_standby",
-		Help: "1 while commits are acknowledged only once a synchronous standby has them, 0 while with one copy."},
-		func() float64 {
-			if synchronous() {
-				return 1
-			}
-			return 0
-		}))
+	reg.MustRegister(boolGauge("merch_db_synchronous_standby",
+		"1 while commits are acknowledged only once a synchronous standby has them, 0 while with one copy.", synchronous))
+}
+
+// boolGauge is a gauge of a condition read at scrape time: 1 or 0.
+func boolGauge(name, help string, cond func() bool) prometheus.GaugeFunc {
+	return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, func() float64 {
+		if cond() {
+			return 1
+		}
+		return 0
+	})
 }
 
 // GaugeSources are read at scrape time. Each func must be safe for
@@ -212,14 +216,7 @@ func RegisterBuildInfo(reg prometheus.Registerer, version, revision string) {
 // /readyz would answer 200 for), else 0. ready runs at scrape time and
 // must be bounded and safe for concurrent use.
 func RegisterReady(reg prometheus.Registerer, ready func() bool) {
-	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "merch_ready",
-		Help: "1 when /readyz answers 200 (the journal can write), else 0."},
-		func() float64 {
-			if ready() {
-				return 1
-			}
-			return 0
-		}))
+	reg.MustRegister(boolGauge("merch_ready", "1 when /readyz answers 200 (the journal can write), else 0.", ready))
 }
 
 // TokenCacheSources read the token cache's counters at scrape time.
