@@ -140,7 +140,8 @@ func (s *Server) Start() {
 	s.tb.Helper()
 	s.Launch()
 	if !WaitUntil(15*time.Second, func() bool { return s.Get("/readyz") == 200 }) {
-		s.tb.Fatalf("Server not ready; log:\n%s", s.LogText())
+		s.tb.Fatalf("Server not ready after 15 s (alive %v, /readyz %d, /healthz %d); log:\n%s",
+			s.Alive(), s.Get("/readyz"), s.Get("/healthz"), s.LogText())
 	}
 }
 
